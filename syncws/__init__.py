@@ -1,0 +1,36 @@
+"""syncws: Bun's WebSocket server API for plain, blocking Python.
+
+>>> import syncws
+>>> server = syncws.serve(websocket={"message": lambda ws, msg: ws.send(msg)}, port=0)
+>>> server.stop(close_active_connections=True)
+"""
+
+from ._http import Headers, Request, Response
+from .exceptions import (
+    ConnectionClosed,
+    HandshakeError,
+    InvalidStateError,
+    PayloadTooBig,
+    WebSocketError,
+)
+from .server import Server, WebSocketHandler, serve
+from .types import CloseCode, ReadyState, SocketAddress
+from .websocket import ServerWebSocket
+
+__all__ = [
+    "CloseCode",
+    "ConnectionClosed",
+    "HandshakeError",
+    "Headers",
+    "InvalidStateError",
+    "PayloadTooBig",
+    "ReadyState",
+    "Request",
+    "Response",
+    "Server",
+    "ServerWebSocket",
+    "SocketAddress",
+    "WebSocketError",
+    "WebSocketHandler",
+    "serve",
+]

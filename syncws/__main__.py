@@ -1,0 +1,48 @@
+"""``python3 -m syncws echo|demo``: the echo server for conformance suites, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .server import serve
+
+
+def _echo(ws: object, message: str | bytes) -> None:
+    ws.send(message)  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m syncws",
+                                     description="Run a syncws server.")
+    parser.add_argument("mode", choices=["echo"], help="echo: echo every message verbatim")
+    parser.add_argument("--hostname", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--no-deflate", action="store_true",
+                        help="do not negotiate permessage-deflate")
+    parser.add_argument("--max-payload-length", type=int, default=16 * 1024 * 1024)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = serve(
+        websocket={
+            "message": _echo,
+            "max_payload_length": args.max_payload_length,
+            # Never drop an echo: the buffer may hold two maximal messages.
+            "backpressure_limit": 2 * args.max_payload_length + 1024 * 1024,
+            "per_message_deflate": not args.no_deflate,
+        },
+        hostname=args.hostname,
+        port=args.port,
+        workers=args.workers,
+    )
+    print(f"Listening on ws://{args.hostname}:{server.port}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

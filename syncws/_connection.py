@@ -1,0 +1,146 @@
+"""What every accepted socket has: its outbound queue and the write path.
+
+``SocketConnection`` is owned by the loop thread, except the fields marked
+as guarded by ``lock``, which other threads may append to. Subclasses speak
+HTTP (``_http_conn``) or WebSocket (``_ws_conn``) over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+from ._buffer import OutboundBuffer
+from ._loop import READ, WRITE, EventLoop
+
+if TYPE_CHECKING:
+    import threading
+
+logger = logging.getLogger("syncws")
+
+
+class SocketConnection:
+    """One accepted socket: the loop writes ``out`` to it, one write per turn."""
+
+    __slots__ = ("closed", "flush_queued", "interest", "lock", "loop", "out", "peer",
+                 "sock", "timer_at", "write_blocked")
+
+    def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
+                 lock: threading.Lock) -> None:
+        # Owned by the loop thread.
+        self.sock = sock
+        self.loop = loop
+        self.peer = peer
+        self.interest = 0
+        self.closed = False
+        self.write_blocked = False
+        self.timer_at: float | None = None
+        # Guarded by self.lock: any thread appends, the loop thread writes out.
+        self.lock = lock
+        self.out = OutboundBuffer()
+        self.flush_queued = False
+
+    # -- interest (loop thread) ---------------------------------------------
+
+    def set_interest(self, events: int) -> None:
+        """Watch the socket for ``events`` (READ | WRITE, or 0 for nothing)."""
+        if events == self.interest or self.closed:
+            return
+        if self.interest == 0:
+            self.loop.register(self.sock, events, self)
+        elif events == 0:
+            self.loop.unregister(self.sock)
+        else:
+            self.loop.modify(self.sock, events, self)
+        self.interest = events
+
+    def want_read(self, reading: bool) -> None:
+        self.set_interest((self.interest & WRITE) | (READ if reading else 0))
+
+    # -- writing ------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` and have it written this turn. Loop thread."""
+        with self.lock:
+            self.out.append(data)
+            queued = self.flush_queued
+            self.flush_queued = True
+        if not queued:
+            self.loop.request_flush(self)
+
+    def flush(self) -> None:
+        """Write as much of ``out`` as the kernel takes, in one system call."""
+        if self.closed:
+            return
+        with self.lock:
+            self.flush_queued = False
+            chunks = self.out.peek() if self.out and not self.write_blocked else None
+        if chunks is None:
+            if not self.write_blocked:
+                self.on_flushed()
+            return
+        try:
+            sent = self.send_chunks(chunks)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.connection_lost(exc)
+            return
+        with self.lock:
+            if sent:
+                self.out.consume(sent)
+            remaining = self.out.size
+        self.wrote(sent, remaining)
+        if remaining:
+            if not self.write_blocked:
+                self.write_blocked = True
+                self.set_interest(self.interest | WRITE)
+        else:
+            self.on_flushed()
+
+    def send_chunks(self, chunks: list[bytes | memoryview]) -> int:
+        if len(chunks) == 1:
+            return self.sock.send(chunks[0])
+        return self.sock.sendmsg(chunks)
+
+    def on_writable(self) -> None:
+        if self.write_blocked:
+            self.write_blocked = False
+            self.set_interest(self.interest & ~WRITE)
+        self.flush()
+
+    # -- hooks --------------------------------------------------------------
+
+    def wrote(self, sent: int, remaining: int) -> None:
+        """Called after each write with what went out and what is left."""
+
+    def on_flushed(self) -> None:
+        """Called when ``out`` is empty after a flush."""
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The socket failed or the peer went away."""
+        self.close_socket()
+
+    def on_readable(self) -> None:
+        raise NotImplementedError
+
+    def on_timer(self, now: float) -> None:
+        """A deadline armed with ``loop.timers.arm(self, when)`` has come."""
+
+    # -- closing ------------------------------------------------------------
+
+    def close_socket(self) -> None:
+        """Forget the socket and everything queued for it. Loop thread."""
+        if self.closed:
+            return
+        if self.interest:
+            self.loop.unregister(self.sock)
+            self.interest = 0
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            self.out.clear()

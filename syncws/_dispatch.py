@@ -1,0 +1,94 @@
+"""Running one connection's handlers on a worker, in order, in batches.
+
+A connection has at most one ``run_events`` task in the pool at a time
+(``dispatching`` under its lock says so); the task takes the whole inbox at
+once, so a busy connection pays one thread hand-off per batch, not per
+message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._ws_conn import WsConnection
+
+logger = logging.getLogger("syncws")
+
+# Event kinds in a connection's inbox: (kind, payload, message bytes).
+OPEN, MESSAGE, PING, PONG, DRAIN, CLOSE = range(6)
+InboxEvent = tuple[int, Any, int]
+
+INBOUND_LOW_WATER = 256 * 1024
+
+
+def run_events(conn: WsConnection) -> None:
+    """Drain ``conn.inbox`` on this worker until it is empty or paused."""
+    config = conn.config
+    ws = conn.ws
+    done_bytes = 0
+    while True:
+        with conn.lock:
+            conn.inbox_bytes -= done_bytes
+            resume = conn.backlog_paused and conn.inbox_bytes <= INBOUND_LOW_WATER
+            if resume:
+                conn.backlog_paused = False
+            if not conn.inbox or conn.user_paused:
+                conn.dispatching = False
+                batch: list[InboxEvent] = []
+            else:
+                batch = list(conn.inbox)
+                conn.inbox.clear()
+        if resume:
+            conn.loop.call_soon_threadsafe(conn.update_reading)
+        if not batch:
+            return
+        done_bytes = 0
+        for kind, payload, nbytes in batch:
+            done_bytes += nbytes
+            if kind == CLOSE:
+                _run_close(conn, ws, payload)
+                continue
+            if conn.handler_failed:
+                continue
+            try:
+                if kind == MESSAGE:
+                    config.message(ws, payload)
+                elif kind == OPEN:
+                    if config.open is not None:
+                        config.open(ws)
+                elif kind == DRAIN:
+                    if config.drain is not None:
+                        config.drain(ws)
+                elif kind == PING:
+                    if config.ping is not None:
+                        config.ping(ws, payload)
+                elif kind == PONG and config.pong is not None:
+                    config.pong(ws, payload)
+            except Exception as exc:
+                conn.handler_failed = True
+                _report(conn, ws, exc)
+                conn.request_close(1011, "Internal error")
+
+
+def _report(conn: WsConnection, ws: Any, exc: Exception) -> None:
+    error = conn.config.error
+    if error is None:
+        logger.error("syncws: a websocket handler raised", exc_info=exc)
+        return
+    try:
+        error(ws, exc)
+    except Exception:
+        logger.exception("syncws: the error handler raised")
+
+
+def _run_close(conn: WsConnection, ws: Any, payload: tuple[int, str]) -> None:
+    code, reason = payload
+    try:
+        if conn.config.close is not None:
+            conn.config.close(ws, code, reason)
+    except Exception:
+        logger.exception("syncws: the close handler raised")
+    finally:
+        conn.server._close_handler_done(conn)

@@ -1,0 +1,119 @@
+"""Pure WebSocket frame encoding (RFC 6455 section 5.2) and close-argument rules.
+
+No socket, thread or clock here. Server frames are unmasked, so one encoded
+frame can be shared by every subscriber of a publish; any thread may call
+these functions before handing the bytes to the loop.
+"""
+
+from __future__ import annotations
+
+import struct
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_FIN = 0x80
+_RSV1 = 0x40
+_MASK = 0x80
+
+_PACK_SHORT = struct.Struct("!BBH").pack
+_PACK_LONG = struct.Struct("!BBQ").pack
+
+MAX_CONTROL_PAYLOAD = 125
+MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
+
+
+def frame_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False,
+                 masked: bool = False) -> bytes:
+    """Return the header of a frame carrying ``length`` payload bytes."""
+    first = opcode | (_FIN if fin else 0) | (_RSV1 if rsv1 else 0)
+    mask_bit = _MASK if masked else 0
+    if length < 126:
+        return bytes((first, mask_bit | length))
+    if length < 65536:
+        return _PACK_SHORT(first, mask_bit | 126, length)
+    return _PACK_LONG(first, mask_bit | 127, length)
+
+
+def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
+    """Encode one unmasked (server-to-client) frame.
+
+    >>> encode_frame(OP_TEXT, b"hi")
+    b'\\x81\\x02hi'
+    """
+    return frame_header(opcode, len(payload), fin=fin, rsv1=rsv1) + payload
+
+
+def mask_payload(payload: bytes, key: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte masking ``key`` (RFC 6455 section 5.3)."""
+    if not payload:
+        return b""
+    length = len(payload)
+    # One big-integer XOR is far faster in CPython than a per-byte loop.
+    repeated = (key * (length // 4 + 1))[:length]
+    masked = int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")
+    return masked.to_bytes(length, "little")
+
+
+def encode_masked_frame(opcode: int, payload: bytes, key: bytes, *, fin: bool = True,
+                        rsv1: bool = False) -> bytes:
+    """Encode one masked (client-to-server) frame with the masking ``key``."""
+    header = frame_header(opcode, len(payload), fin=fin, rsv1=rsv1, masked=True)
+    return header + key + mask_payload(payload, key)
+
+
+def is_sendable_close_code(code: int) -> bool:
+    """Whether an endpoint may put ``code`` in a close frame it sends.
+
+    1004-1006 and 1015 are reserved for reports, 1014 is for gateways only;
+    3000-4999 belong to libraries and applications.
+    """
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1013 or 3000 <= code <= 4999
+
+
+def close_payload(code: int, reason: str) -> bytes:
+    """Build the body of a close frame, checking the arguments as API.md says.
+
+    Raises ``ValueError`` for a code that may not be sent or a reason over
+    123 UTF-8 bytes, ``TypeError`` for arguments of the wrong type.
+    """
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"close code must be an int, not {type(code).__name__}")
+    if not isinstance(reason, str):
+        raise TypeError(f"close reason must be a str, not {type(reason).__name__}")
+    if not is_sendable_close_code(code):
+        raise ValueError(
+            f"close code {code} may not be sent: use 1000-1003, 1007-1013 or 3000-4999"
+        )
+    encoded = reason.encode("utf-8")
+    if len(encoded) > MAX_CLOSE_REASON_BYTES:
+        raise ValueError(
+            f"close reason is {len(encoded)} UTF-8 bytes; at most "
+            f"{MAX_CLOSE_REASON_BYTES} fit in a close frame"
+        )
+    return struct.pack("!H", code) + encoded
+
+
+def truncate_reason(reason: str) -> str:
+    """Cut ``reason`` to what fits in a close frame, on a character boundary."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+
+
+def message_payload(message: object, argument: str = "message") -> tuple[int, bytes]:
+    """Return ``(opcode, payload bytes)`` for a str (text) or bytes-like (binary) message."""
+    if isinstance(message, str):
+        return OP_TEXT, message.encode("utf-8")
+    if isinstance(message, bytes):
+        return OP_BINARY, message
+    if isinstance(message, (bytearray, memoryview)):
+        return OP_BINARY, bytes(message)
+    raise TypeError(
+        f"{argument} must be str (text) or bytes-like (binary), not {type(message).__name__}"
+    )

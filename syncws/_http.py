@@ -1,0 +1,140 @@
+"""HTTP request and response objects handed to ``fetch``. Pure: no sockets."""
+
+from __future__ import annotations
+
+import json as _json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+if TYPE_CHECKING:
+    from ._handshake import UpgradeDecision
+
+__all__ = ["Headers", "Request", "Response"]
+
+HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only view of HTTP headers.
+
+    ``headers["content-type"]`` and ``headers["Content-Type"]`` are the same;
+    a repeated header reads as its values joined with ", ".
+    ``get_all(name)`` returns every value.
+    """
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+        self._map: dict[str, str] = {}
+        for name, value in self._items:
+            key = name.lower()
+            self._map[key] = f"{self._map[key]}, {value}" if key in self._map else value
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header ``name``, in the order received."""
+        key = name.lower()
+        return [value for header, value in self._items if header.lower() == key]
+
+    def raw_items(self) -> list[tuple[str, str]]:
+        """The headers as received: (name, value) pairs, repeats kept."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class Request:
+    """An HTTP request as ``fetch(req, server)`` sees it.
+
+    ``url`` is absolute (``http://host:port/path?query``, as in Bun), ``path``
+    the path alone, ``query`` the query parameters (first value wins),
+    ``headers`` case-insensitive, ``body`` the whole body as bytes.
+    A Request is immutable; reading it is safe from any thread.
+    """
+
+    __slots__ = ("_peer", "_upgrade", "_upgrade_claimed", "body", "headers", "method",
+                 "path", "query", "target", "url")
+
+    def __init__(self, method: str, target: str, headers: Headers, body: bytes = b"", *,
+                 scheme: str = "http", peer: tuple[str, int] | None = None) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        host = headers.get("host", "localhost")
+        self.url = target if "://" in target else f"{scheme}://{host}{target}"
+        split = urlsplit(self.url)
+        self.path = split.path or "/"
+        self.query: dict[str, str] = {}
+        for key, value in parse_qsl(split.query, keep_blank_values=True):
+            self.query.setdefault(key, value)
+        self._peer = peer
+        # Set by Server.upgrade() on the fetch worker, read by the loop after fetch returns.
+        self._upgrade: UpgradeDecision | None = None
+        self._upgrade_claimed = False
+
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+class Response:
+    """An HTTP response that ``fetch`` returns.
+
+    >>> Response("Not a WebSocket request", status=400).status
+    400
+
+    A ``str`` body is sent as UTF-8 ``text/plain`` unless ``headers`` name a
+    content type.
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: str | bytes = "", status: int = 200,
+                 headers: HeaderItems | None = None) -> None:
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise ValueError(f"status must be an HTTP status code, not {status!r}")
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        names = {name.lower() for name, _ in pairs}
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if "content-type" not in names:
+                pairs.append(("Content-Type", "text/plain;charset=utf-8"))
+        elif isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        elif not isinstance(body, bytes):
+            raise TypeError(f"body must be str or bytes, not {type(body).__name__}")
+        self.body: bytes = body
+        self.status = status
+        self.headers: list[tuple[str, str]] = pairs
+
+    @classmethod
+    def json(cls, obj: Any, status: int = 200, headers: HeaderItems | None = None) -> Response:
+        """A response whose body is ``obj`` as JSON (``application/json``)."""
+        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        pairs.append(("Content-Type", "application/json"))
+        return cls(_json.dumps(obj).encode("utf-8"), status, pairs)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"

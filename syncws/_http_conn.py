@@ -1,0 +1,227 @@
+"""One HTTP/1.1 connection on h11, until it is upgraded or closed.
+
+Owned by the loop thread. A complete request goes to ``fetch`` on a worker;
+meanwhile the socket is not read (h11 serves one request at a time), and the
+loop carries on with everything else. The answer comes back through the
+loop's door as ``finish_response`` or ``finish_upgrade``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import h11
+
+from ._connection import SocketConnection
+from ._http import Headers, Request, Response
+from ._loop import EventLoop
+
+if TYPE_CHECKING:
+    from .server import Server
+
+logger = logging.getLogger("syncws")
+
+# How long a connection that we are closing may take to send us its last
+# bytes (so the kernel does not answer them with a reset that eats our reply).
+LINGER_SECONDS = 2.0
+
+
+def plain_response(status: int, message: str = "",
+                   extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A complete ``Connection: close`` response, for answers outside h11's flow."""
+    body = (message or HTTPStatus(status).phrase).encode("utf-8")
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            "Content-Type: text/plain;charset=utf-8",
+            f"Content-Length: {len(body)}", "Connection: close",
+            *(f"{name}: {value}" for name, value in extra)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+class HttpConnection(SocketConnection):
+    """The loop-side state of an accepted socket before any upgrade."""
+
+    __slots__ = ("body", "body_size", "closing", "deadline", "h11", "in_fetch", "lingering",
+                 "request", "server")
+
+    def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
+                 server: Server[Any]) -> None:
+        super().__init__(sock, loop, peer, threading.Lock())
+        self.server = server
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=server._max_header_bytes)
+        self.request: h11.Request | None = None
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.in_fetch = False
+        self.closing = False
+        self.lingering = False
+        self.deadline = loop.now + server._request_timeout
+        loop.timers.arm(self, self.deadline)
+        self.want_read(True)
+
+    # -- reading --------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        try:
+            n = self.sock.recv_into(self.loop.read_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.connection_lost(exc)
+            return
+        if self.lingering:
+            if n == 0:
+                self.close_socket()
+            return
+        self.h11.receive_data(bytes(self.loop.read_view[:n]))
+        self.process()
+
+    def process(self) -> None:
+        """Turn buffered bytes into h11 events until a request is complete."""
+        conn = self.h11
+        while not self.in_fetch and not self.closing and not self.closed:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.reject(exc.error_status_hint, str(exc))
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self.start_request(event)
+            elif isinstance(event, h11.Data):
+                self.body_size += len(event.data)
+                if self.body_size > self.server._max_request_body_size:
+                    self.reject(413, "Request body too large")
+                    return
+                self.body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.dispatch()
+            elif isinstance(event, h11.ConnectionClosed):
+                self.close_socket()
+                return
+
+    def start_request(self, event: h11.Request) -> None:
+        self.request = event
+        self.body = []
+        self.body_size = 0
+        length = 0
+        for name, value in event.headers:
+            if name == b"content-length":
+                length = int(value)
+        if length > self.server._max_request_body_size:
+            self.reject(413, "Request body too large")
+            return
+        if self.h11.they_are_waiting_for_100_continue:
+            self.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+
+    def dispatch(self) -> None:
+        """The request is complete: hand it to ``fetch`` on a worker."""
+        event = self.request
+        assert event is not None
+        headers = Headers((name.decode("latin-1"), value.decode("latin-1"))
+                          for name, value in event.headers)
+        request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
+                          headers, b"".join(self.body), scheme=self.server._http_scheme,
+                          peer=self.peer)
+        self.body = []
+        self.in_fetch = True
+        self.want_read(False)
+        self.server._dispatch_fetch(self, request)
+
+    # -- answering (loop thread, through the door) ------------------------------
+
+    def finish_response(self, request: Request, response: Response) -> None:
+        """Write ``response`` to ``request``, then read the next request."""
+        self.server._request_done()
+        if self.closed:
+            return
+        conn = self.h11
+        headers = [(name, value) for name, value in response.headers
+                   if name.lower() not in ("content-length", "transfer-encoding")]
+        headers.append(("Content-Length", str(len(response.body))))
+        try:
+            try:
+                phrase = HTTPStatus(response.status).phrase.encode("ascii")
+            except ValueError:
+                phrase = b""
+            data = conn.send(h11.Response(status_code=response.status, headers=headers,
+                                          reason=phrase))
+            assert data is not None
+            if response.body and request.method != "HEAD":
+                data += conn.send(h11.Data(data=response.body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            logger.error("syncws: could not send the response: %s", exc)
+            self.close_socket()
+            return
+        logger.debug("%s %s %s %d %d", self.peer[0], request.method, request.target,
+                     response.status, len(response.body))
+        self.write(data)
+        self.in_fetch = False
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            self.request = None
+            self.deadline = self.loop.now + self.server._request_timeout
+            self.loop.timers.arm(self, self.deadline)
+            self.want_read(True)
+            self.process()
+        else:
+            self.close_after_flush()
+
+    def finish_upgrade(self, request: Request) -> None:
+        """Write the 101 and hand the socket over to a WebSocket connection."""
+        self.server._request_done()
+        if self.closed:
+            return
+        trailing, _ = self.h11.trailing_data
+        # The socket now belongs to the WebSocket connection; this object lets go.
+        self.closed = True
+        self.server._upgraded(self, request, bytes(trailing))
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer an unusable request with ``status`` and close."""
+        logger.debug("%s rejected: %d %s", self.peer[0], status, message)
+        self.write(plain_response(status, message))
+        self.close_after_flush()
+
+    def close_after_flush(self) -> None:
+        self.closing = True
+        self.want_read(False)
+        self.loop.request_flush(self)
+
+    # -- hooks --------------------------------------------------------------
+
+    def on_flushed(self) -> None:
+        if self.closing and not self.lingering:
+            # Half-close, then read and discard what the client still sends,
+            # so our answer is not destroyed by a reset.
+            self.lingering = True
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close_socket()
+                return
+            self.want_read(True)
+            self.loop.timers.arm(self, self.loop.now + LINGER_SECONDS)
+
+    def on_timer(self, now: float) -> None:
+        if self.closed:
+            return
+        if self.lingering:
+            self.close_socket()
+        elif not self.in_fetch and not self.closing:
+            if now >= self.deadline:
+                logger.debug("%s dropped: no complete request within %ss", self.peer[0],
+                             self.server._request_timeout)
+                self.close_socket()
+            else:
+                self.loop.timers.arm(self, self.deadline)
+
+    def close_socket(self) -> None:
+        if not self.closed:
+            super().close_socket()
+            self.server._http_finished(self)

@@ -1,0 +1,186 @@
+"""The I/O loop: one thread, one selector, every socket.
+
+Rules of this file:
+- Only the loop thread touches a socket, a wsproto object or an h11 object.
+- Other threads reach the loop through one door: ``call_soon_threadsafe``
+  and ``request_flush`` append to a deque and write one byte to a wakeup
+  socketpair, and only when no wakeup is pending, so a burst of sends from
+  many threads costs one wakeup, not one per send.
+- Each loop turn: wait for I/O or the next deadline, handle ready sockets,
+  run the door's calls, fire due timers, then flush every connection that
+  has new outbound data (one write per socket per turn).
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from ._timers import TimerQueue
+
+logger = logging.getLogger("syncws")
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+READ_BUFFER_SIZE = 256 * 1024
+
+
+class LoopClient(Protocol):
+    """What the loop calls on the objects it has registered."""
+
+    timer_at: float | None
+
+    def on_readable(self) -> None: ...
+    def on_writable(self) -> None: ...
+    def on_timer(self, now: float) -> None: ...
+
+
+class Flushable(Protocol):
+    def flush(self) -> None: ...
+
+
+class EventLoop:
+    """A ``selectors`` loop with a thread-safe door and a deadline queue."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self.selector.register(self._wake_recv, READ, None)
+        # The door: other threads append, the loop thread pops.
+        self._calls: deque[Callable[[], None]] = deque()
+        self._flushes: deque[Flushable] = deque()
+        self._wake_pending = False
+        # Owned by the loop thread.
+        self.timers = TimerQueue()
+        self.now = time.monotonic()
+        self.read_buffer = bytearray(READ_BUFFER_SIZE)
+        self.read_view = memoryview(self.read_buffer)
+        self._running = False
+        self._thread_id: int | None = None
+        self.thread: threading.Thread | None = None
+
+    # -- the door ---------------------------------------------------------
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller is the loop thread."""
+        return threading.get_ident() == self._thread_id
+
+    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the loop thread soon. Any thread; never blocks."""
+        self._calls.append(fn)
+        if threading.get_ident() != self._thread_id:
+            self._wake()
+
+    def request_flush(self, conn: Flushable) -> None:
+        """Have the loop write ``conn``'s outbound data this turn. Any thread."""
+        self._flushes.append(conn)
+        if threading.get_ident() != self._thread_id:
+            self._wake()
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._wake_send.send(b"\0")
+            except OSError:
+                # Full (a wakeup is pending anyway) or closed (the loop is gone).
+                pass
+
+    def _drain_wakeups(self) -> None:
+        # Clear the flag before the door is emptied: anything appended after
+        # this point writes a new byte, so nothing waits for a later event.
+        self._wake_pending = False
+        try:
+            while self._wake_recv.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    # -- registration (loop thread) ----------------------------------------
+
+    def register(self, sock: socket.socket, events: int, client: LoopClient) -> None:
+        self.selector.register(sock, events, client)
+
+    def modify(self, sock: socket.socket, events: int, client: LoopClient) -> None:
+        self.selector.modify(sock, events, client)
+
+    def unregister(self, sock: socket.socket) -> None:
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    # -- running ------------------------------------------------------------
+
+    def start(self, name: str = "syncws-loop") -> None:
+        """Run the loop on a new (non-daemon) thread."""
+        self._running = True
+        self.thread = threading.Thread(target=self._run, name=name, daemon=False)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """End the loop after its current turn. Any thread."""
+        self._running = False
+        self.call_soon_threadsafe(lambda: None)
+
+    def _run(self) -> None:
+        self._thread_id = threading.get_ident()
+        try:
+            while self._running:
+                self.run_once()
+        except BaseException:
+            logger.exception("syncws: the I/O loop crashed")
+            raise
+        finally:
+            self.selector.close()
+            self._wake_recv.close()
+            self._wake_send.close()
+
+    def run_once(self) -> None:
+        """One turn of the loop (the loop thread only)."""
+        timeout: float | None
+        if self._calls or self._flushes:
+            timeout = 0
+        else:
+            deadline = self.timers.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = self.selector.select(timeout)
+        self.now = time.monotonic()
+        for key, mask in ready:
+            client = key.data
+            if client is None:
+                self._drain_wakeups()
+                continue
+            try:
+                if mask & READ:
+                    client.on_readable()
+                if mask & WRITE:
+                    client.on_writable()
+            except Exception:
+                logger.exception("syncws: error while handling a socket")
+        calls = self._calls
+        while calls:
+            try:
+                calls.popleft()()
+            except Exception:
+                logger.exception("syncws: error in a loop callback")
+        for target in self.timers.pop_due(self.now):
+            try:
+                target.on_timer(self.now)
+            except Exception:
+                logger.exception("syncws: error in a timer")
+        flushes = self._flushes
+        while flushes:
+            try:
+                flushes.popleft().flush()
+            except Exception:
+                logger.exception("syncws: error while writing")

@@ -1,0 +1,392 @@
+"""One WebSocket connection, as the loop thread sees it.
+
+Owned by the loop thread: the socket, the wsproto frame parser, the message
+being reassembled, the closing handshake and the idle clock.
+Guarded by ``lock`` (any thread): the outbound buffer, ``state``, the
+backpressure flag, and the inbox of events waiting for the handlers.
+
+Handlers never run here: events go to ``inbox`` and one worker task at a
+time drains it (``_dispatch.run_events``), so a connection's handlers run in
+order and never concurrently, while different connections run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
+
+from . import _frames
+from ._connection import SocketConnection
+from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
+from ._loop import READ, EventLoop
+from ._dispatch import run_events
+from .types import ReadyState
+
+if TYPE_CHECKING:
+    from ._options import WebSocketConfig
+    from .server import Server
+
+logger = logging.getLogger("syncws")
+
+from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent  # noqa: E402
+
+# Stop reading a socket once this many message bytes wait for its handler;
+# the worker starts it again below _dispatch.INBOUND_LOW_WATER.
+INBOUND_HIGH_WATER = 1024 * 1024
+
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
+
+# send/enqueue results, mapped to Bun's numbers by the public objects.
+ACCEPTED, BACKPRESSURE, DROPPED = 1, -1, 0
+
+
+class WsConnection(SocketConnection):
+    """The loop-side state of one upgraded socket."""
+
+    __slots__ = (
+        "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
+        "config", "dispatching", "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "handler_failed",
+        "inbox", "inbox_bytes", "last_recv", "local_close_sent", "ping_sent", "proto",
+        "protocol", "server", "state", "user_paused", "ws",
+    )
+
+    def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
+                 lock: threading.Lock, server: Server[Any], protocol: str,
+                 extensions: list[Extension]) -> None:
+        super().__init__(sock, loop, peer, lock)
+        self.server = server
+        self.config: WebSocketConfig = server._ws_config  # type: ignore[assignment]
+        self.protocol = protocol
+        self.ws: Any = None  # the public ServerWebSocket, set by the server
+        # Owned by the loop thread.
+        self.proto = FrameProtocol(client=False, extensions=extensions)
+        self.frag_parts: list[Any] = []
+        self.frag_size = 0
+        self.last_recv = loop.now
+        self.ping_sent = False
+        self.local_close_sent = False
+        self.close_deadline: float | None = None
+        self.close_code = 1006
+        self.close_reason = ""
+        self.finalized = False
+        self.finalize_when_flushed = False
+        # Guarded by self.lock.
+        self.state = ReadyState.OPEN
+        self.backpressured = False
+        self.inbox: deque[InboxEvent] = deque()
+        self.inbox_bytes = 0
+        self.dispatching = False
+        self.backlog_paused = False
+        self.user_paused = False
+        self.handler_failed = False
+
+    # -- outbound, any thread ------------------------------------------------
+
+    def enqueue(self, frame: bytes) -> int:
+        """Queue an encoded frame; ACCEPTED, BACKPRESSURE or DROPPED (as Bun)."""
+        limit = self.config.backpressure_limit
+        with self.lock:
+            if self.state is not ReadyState.OPEN:
+                return DROPPED
+            if self.out.size > limit:
+                self.backpressured = True
+                result = DROPPED
+            else:
+                self.out.append(frame)
+                result = BACKPRESSURE if self.out.size > limit else ACCEPTED
+                if result is BACKPRESSURE:
+                    self.backpressured = True
+            queued = self.flush_queued
+            self.flush_queued = True
+        if result is DROPPED:
+            self.server._count_dropped()
+            if self.config.close_on_backpressure_limit:
+                self.loop.call_soon_threadsafe(
+                    partial(self.abort, 1006, "backpressure limit"))
+        if not queued:
+            self.loop.request_flush(self)
+        return result
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (any thread; returns at once)."""
+        with self.lock:
+            if self.state is not ReadyState.OPEN:
+                return
+            self.state = ReadyState.CLOSING
+        self.loop.call_soon_threadsafe(partial(self.start_close, code, reason))
+
+    def request_terminate(self, code: int = 1006, reason: str = "") -> None:
+        """Drop the TCP connection without a closing handshake (any thread)."""
+        with self.lock:
+            if self.state is ReadyState.CLOSED:
+                return
+            self.state = ReadyState.CLOSING
+        self.loop.call_soon_threadsafe(partial(self.abort, code, reason))
+
+    def set_user_paused(self, paused: bool) -> None:
+        """ws.pause() / ws.resume(): stop or restart reading and delivering."""
+        with self.lock:
+            if self.state is ReadyState.CLOSED or self.user_paused == paused:
+                return
+            self.user_paused = paused
+            restart = not paused and bool(self.inbox) and not self.dispatching
+            if restart:
+                self.dispatching = True
+        if restart:
+            self.server._pool.submit(run_events, self)
+        self.loop.call_soon_threadsafe(self.update_reading)
+
+    # -- inbound, loop thread -------------------------------------------------
+
+    def start(self, trailing: bytes) -> None:
+        """Begin: deliver ``open``, then whatever arrived behind the handshake."""
+        self.deliver([(OPEN, None, 0)])
+        self.want_read(True)
+        self.arm_timer()
+        if trailing:
+            self.feed(trailing)
+
+    def on_readable(self) -> None:
+        try:
+            n = self.sock.recv_into(self.loop.read_buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.connection_lost(exc)
+            return
+        if n == 0:
+            self.connection_lost(None)
+            return
+        self.last_recv = self.loop.now
+        self.ping_sent = False
+        self.feed(self.loop.read_view[:n])
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """Parse ``data`` and hand complete messages to the handlers."""
+        self.server._count_in_bytes(len(data))
+        config = self.config
+        events: list[InboxEvent] = []
+        proto = self.proto
+        proto.receive_bytes(data)  # type: ignore[arg-type]
+        try:
+            for frame in proto.received_frames():
+                opcode = frame.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    payload = frame.payload
+                    if opcode is Opcode.BINARY or payload.isascii():  # type: ignore[union-attr]
+                        size = len(payload)  # type: ignore[arg-type]
+                    else:
+                        size = len(payload.encode("utf-8"))  # type: ignore[union-attr]
+                    total = self.frag_size + size
+                    if total > config.max_payload_length:
+                        self.fail(1009, "Message too big")
+                        break
+                    if frame.message_finished:
+                        if self.frag_parts:
+                            self.frag_parts.append(payload)
+                            joiner = "" if opcode is Opcode.TEXT else b""
+                            payload = joiner.join(self.frag_parts)  # type: ignore[attr-defined]
+                            self.frag_parts = []
+                            self.frag_size = 0
+                        if not self.local_close_sent:
+                            events.append((MESSAGE, payload, total))
+                    else:
+                        self.frag_parts.append(payload)
+                        self.frag_size = total
+                elif opcode is Opcode.PING:
+                    self.write(encode_frame(OP_PONG, frame.payload))  # type: ignore[arg-type]
+                    if config.ping is not None and not self.local_close_sent:
+                        events.append((PING, frame.payload, 0))
+                elif opcode is Opcode.PONG:
+                    if config.pong is not None and not self.local_close_sent:
+                        events.append((PONG, frame.payload, 0))
+                elif opcode is Opcode.CLOSE:
+                    code, reason = frame.payload  # type: ignore[misc]
+                    self.remote_close(int(code), reason)
+                    break
+        except ParseFailed as exc:
+            self.fail(int(exc.code), str(exc))
+        if events:
+            self.server._count_in_messages(sum(1 for e in events if e[0] == MESSAGE))
+            self.deliver(events)
+
+    def deliver(self, events: list[InboxEvent]) -> None:
+        """Append events to the inbox and make sure one worker drains it."""
+        nbytes = sum(e[2] for e in events)
+        with self.lock:
+            self.inbox.extend(events)
+            self.inbox_bytes += nbytes
+            start = not self.dispatching and not self.user_paused
+            if start:
+                self.dispatching = True
+            over = self.inbox_bytes > INBOUND_HIGH_WATER and not self.backlog_paused
+            if over:
+                self.backlog_paused = True
+        if start:
+            self.server._pool.submit(run_events, self)
+        if over:
+            self.update_reading()
+
+    def update_reading(self) -> None:
+        """Read while neither the inbox backlog nor ws.pause() says stop."""
+        if self.closed:
+            return
+        with self.lock:
+            paused = self.backlog_paused or self.user_paused
+        self.want_read(not paused)
+
+    # -- timers, loop thread --------------------------------------------------
+
+    def arm_timer(self) -> None:
+        deadlines = []
+        if self.close_deadline is not None:
+            deadlines.append(self.close_deadline)
+        idle = self.config.idle_timeout
+        if idle > 0:
+            if self.config.send_pings and not self.ping_sent:
+                deadlines.append(self.last_recv + idle / 2)
+            else:
+                deadlines.append(self.last_recv + idle)
+        if deadlines:
+            self.loop.timers.arm(self, min(deadlines))
+
+    def on_timer(self, now: float) -> None:
+        if self.closed:
+            return
+        if self.close_deadline is not None and now >= self.close_deadline:
+            self.finalize(self.close_code, self.close_reason)
+            return
+        idle = self.config.idle_timeout
+        if idle > 0 and not self.local_close_sent:
+            with self.lock:
+                paused = self.backlog_paused or self.user_paused
+            if paused:
+                # The idle clock is frozen while we are the ones not reading.
+                self.last_recv = now
+            quiet = now - self.last_recv
+            if quiet >= idle:
+                self.abort(1006, "idle timeout")
+                return
+            if self.config.send_pings and not self.ping_sent and quiet >= idle / 2:
+                self.ping_sent = True
+                self.write(encode_frame(OP_PING, b""))
+        self.arm_timer()
+
+    # -- outbound hooks, loop thread -----------------------------------------
+
+    def wrote(self, sent: int, remaining: int) -> None:
+        self.server._count_out_bytes(sent)
+        if self.backpressured and remaining <= self.config.backpressure_limit:
+            self.check_drain()
+
+    def on_flushed(self) -> None:
+        if self.backpressured:
+            self.check_drain()
+        if self.finalize_when_flushed:
+            self.finalize(self.close_code, self.close_reason)
+
+    def check_drain(self) -> None:
+        with self.lock:
+            if not self.backpressured or self.out.size > self.config.backpressure_limit:
+                return
+            self.backpressured = False
+            open_ = self.state is ReadyState.OPEN
+        if open_ and self.config.drain is not None:
+            self.deliver([(DRAIN, None, 0)])
+
+    # -- closing, loop thread -------------------------------------------------
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Send our close frame and wait (at most 5 s) for the peer's."""
+        if self.closed or self.local_close_sent:
+            return
+        self.local_close_sent = True
+        self.close_code, self.close_reason = code, reason
+        self.close_deadline = self.loop.now + CLOSE_HANDSHAKE_TIMEOUT
+        self._write_close(code, reason)
+        self.arm_timer()
+
+    def _write_close(self, code: int, reason: str) -> None:
+        payload = _frames.close_payload(code, _frames.truncate_reason(reason))
+        # Bypass enqueue(): the state is CLOSING and the close frame must go out
+        # behind everything queued, whatever the backpressure limit says.
+        self.write(encode_frame(OP_CLOSE, payload))
+
+    def remote_close(self, code: int, reason: str) -> None:
+        """The peer's close frame arrived."""
+        with self.lock:
+            if self.state is ReadyState.OPEN:
+                self.state = ReadyState.CLOSING
+        if self.local_close_sent:
+            # Our close was answered: the handshake is complete.
+            self.close_deadline = None
+            self.flush_then_finalize()
+            return
+        self.local_close_sent = True
+        self.close_code, self.close_reason = code, reason
+        # Echo the code (RFC 6455 section 5.5.1); no status in, no status out.
+        if code == 1005:
+            self.write(encode_frame(OP_CLOSE, b""))
+        else:
+            self.write(encode_frame(OP_CLOSE, _frames.close_payload(
+                code if _frames.is_sendable_close_code(code) else 1000, "")))
+        self.flush_then_finalize()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): close frame, then TCP close."""
+        with self.lock:
+            if self.state is ReadyState.OPEN:
+                self.state = ReadyState.CLOSING
+        if not self.local_close_sent:
+            self.local_close_sent = True
+            self.close_code, self.close_reason = code, reason
+            self._write_close(code, reason)
+        self.flush_then_finalize()
+
+    def flush_then_finalize(self) -> None:
+        self.close_deadline = None
+        self.finalize_when_flushed = True
+        self.want_read(False)
+        self.loop.request_flush(self)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close the TCP connection now, without a closing handshake."""
+        self.finalize(code, reason)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.local_close_sent:
+            self.finalize(self.close_code, self.close_reason)
+        else:
+            self.finalize(1006, "")
+
+    def finalize(self, code: int, reason: str) -> None:
+        """The connection is over: close the socket and queue the close handler."""
+        if self.finalized:
+            return
+        self.finalized = True
+        if not self.closed:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.close_socket()
+        with self.lock:
+            self.state = ReadyState.CLOSED
+            # Whatever was queued can no longer be read: let delivery go on.
+            self.user_paused = False
+        self.frag_parts = []
+        # Unsubscribed before the close handler can run; the handler is queued
+        # before the server may wind down its pool.
+        self.server._registry.unsubscribe_all(self)
+        self.deliver([(CLOSE, (code, reason), 0)])
+        self.server._ws_finished(self)
+
+
+__all__ = ["READ", "WsConnection"]

@@ -1,0 +1,244 @@
+"""``ServerWebSocket``: what handlers get as ``ws``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import _frames
+from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
+from ._pubsub import check_topic
+from ._ws_conn import BACKPRESSURE, DROPPED
+from .types import ReadyState
+
+if TYPE_CHECKING:
+    from ._ws_conn import WsConnection
+    from .server import Server
+
+__all__ = ["ServerWebSocket"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Per thread: the frames a cork() callback has sent so far, by connection.
+_corked = threading.local()
+
+
+def check_compress(compress: object) -> bool:
+    if not isinstance(compress, bool):
+        raise TypeError(f"compress must be a bool, not {type(compress).__name__}")
+    return compress
+
+
+def _control_payload(data: object, what: str) -> bytes:
+    if isinstance(data, str):
+        payload = data.encode("utf-8")
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        payload = bytes(data)
+    else:
+        raise TypeError(f"{what} data must be str or bytes, not {type(data).__name__}")
+    if len(payload) > _frames.MAX_CONTROL_PAYLOAD:
+        raise ValueError(f"{what} data is {len(payload)} bytes; at most 125 are allowed")
+    return payload
+
+
+class ServerWebSocket(Generic[T]):
+    """One server-side WebSocket connection, as Bun's ``ServerWebSocket``.
+
+    Every method is thread-safe and never blocks: sends are queued on the
+    connection's outbound buffer and written by the I/O loop. ``data`` is
+    what ``server.upgrade(req, data=...)`` attached, free for the
+    application to read and replace.
+    """
+
+    __slots__ = ("__weakref__", "_conn", "_server", "data")
+
+    def __init__(self, conn: WsConnection, server: Server[T], data: T) -> None:
+        self._conn = conn
+        self._server = server
+        self.data: T = data
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, message: str | bytes | bytearray | memoryview, compress: bool = False) -> int:
+        """Send a text (``str``) or binary (bytes-like) message.
+
+        Returns the payload length in bytes when queued, -1 when queued but
+        the connection is now over its backpressure limit (wait for
+        ``drain``), 0 when dropped (closed, or already over the limit).
+        """
+        check_compress(compress)
+        opcode, payload = _frames.message_payload(message)
+        return self._send_frame(encode_frame(opcode, payload), len(payload))
+
+    def send_text(self, message: str, compress: bool = False) -> int:
+        """Send a text message; ``TypeError`` for anything but ``str``."""
+        if not isinstance(message, str):
+            raise TypeError(f"send_text expects a str, not {type(message).__name__}")
+        check_compress(compress)
+        payload = message.encode("utf-8")
+        return self._send_frame(encode_frame(OP_TEXT, payload), len(payload))
+
+    def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
+        """Send a binary message; ``TypeError`` for anything but bytes-like."""
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_binary expects bytes, not {type(message).__name__}")
+        check_compress(compress)
+        payload = bytes(message)
+        return self._send_frame(encode_frame(OP_BINARY, payload), len(payload))
+
+    def _send_frame(self, frame: bytes, payload_len: int) -> int:
+        corked: dict[int, list[bytes]] | None = getattr(_corked, "frames", None)
+        if corked is not None and id(self) in corked:
+            if self._conn.state is not ReadyState.OPEN:
+                return 0
+            corked[id(self)].append(frame)
+            return payload_len
+        result = self._conn.enqueue(frame)
+        if result == DROPPED:
+            return 0
+        if result == BACKPRESSURE:
+            return -1
+        return payload_len
+
+    def ping(self, data: str | bytes = b"") -> int:
+        """Send a ping (at most 125 bytes); returns the payload length, 0 if closed."""
+        payload = _control_payload(data, "ping")
+        return self._send_frame(encode_frame(OP_PING, payload), len(payload))
+
+    def pong(self, data: str | bytes = b"") -> int:
+        """Send an unsolicited pong (at most 125 bytes); returns the payload length."""
+        payload = _control_payload(data, "pong")
+        return self._send_frame(encode_frame(OP_PONG, payload), len(payload))
+
+    def cork(self, callback: Callable[[ServerWebSocket[T]], R]) -> R:
+        """Call ``callback(ws)``; the sends it makes on this thread go out in one write.
+
+        Returns what ``callback`` returns. Other threads are not blocked; a
+        nested ``cork`` just runs its callback.
+        """
+        if not callable(callback):
+            raise TypeError("cork expects a callable")
+        corked: dict[int, list[bytes]] | None = getattr(_corked, "frames", None)
+        if corked is None:
+            corked = _corked.frames = {}
+        if id(self) in corked:
+            return callback(self)
+        frames: list[bytes] = []
+        corked[id(self)] = frames
+        try:
+            return callback(self)
+        finally:
+            del corked[id(self)]
+            if frames:
+                self._conn.enqueue(b"".join(frames))
+
+    # -- pub/sub --------------------------------------------------------------
+
+    def subscribe(self, topic: str) -> bool:
+        """Subscribe to ``topic``; True (also when already subscribed), False once closed."""
+        check_topic(topic)
+        if self._conn.state is ReadyState.CLOSED:
+            return False
+        self._server._registry.subscribe(self._conn, topic)
+        if self._conn.state is ReadyState.CLOSED:
+            # Lost a race with the close: the loop already emptied our topics.
+            self._server._registry.unsubscribe_all(self._conn)
+            return False
+        return True
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Leave ``topic``; True if this socket was subscribed to it."""
+        check_topic(topic)
+        return self._server._registry.unsubscribe(self._conn, topic)
+
+    def is_subscribed(self, topic: str) -> bool:
+        """Whether this socket is subscribed to ``topic``."""
+        check_topic(topic)
+        return self._server._registry.is_subscribed(self._conn, topic)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """This socket's topics, in subscribe order (``[]`` once closed)."""
+        return self._server._registry.topics_of(self._conn)
+
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
+                compress: bool = False) -> int:
+        """Send ``message`` to every subscriber of ``topic`` except this socket.
+
+        With ``publish_to_self=True`` this socket gets it too when subscribed.
+        Returns as ``Server.publish``. Works from the ``close`` handler.
+        """
+        exclude = None if self._conn.config.publish_to_self else self._conn
+        return self._server._publish(topic, message, compress, exclude)
+
+    def publish_text(self, topic: str, message: str, compress: bool = False) -> int:
+        """``publish`` for a ``str``; ``TypeError`` for anything else."""
+        if not isinstance(message, str):
+            raise TypeError(f"publish_text expects a str, not {type(message).__name__}")
+        return self.publish(topic, message, compress)
+
+    def publish_binary(self, topic: str, message: bytes | bytearray | memoryview,
+                       compress: bool = False) -> int:
+        """``publish`` for bytes-like data; ``TypeError`` for anything else."""
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise TypeError(f"publish_binary expects bytes, not {type(message).__name__}")
+        return self.publish(topic, message, compress)
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; returns at once.
+
+        Messages queued before are delivered first. ``ValueError`` for a code
+        that may not be sent (only 1000-1003, 1007-1013, 3000-4999) or a
+        reason over 123 UTF-8 bytes. A second call does nothing.
+        """
+        _frames.close_payload(code, reason)
+        self._conn.request_close(code, reason)
+
+    def terminate(self) -> None:
+        """Drop the TCP connection at once; ``close`` gets 1006."""
+        self._conn.request_terminate()
+
+    # -- flow control -----------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop reading (and delivering) this connection's messages until ``resume``."""
+        self._conn.set_user_paused(True)
+
+    def resume(self) -> None:
+        """Deliver what was held back, then read again."""
+        self._conn.set_user_paused(False)
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether ``pause()`` is in effect."""
+        return self._conn.user_paused
+
+    @property
+    def buffered_amount(self) -> int:
+        """Wire bytes queued and not yet taken by the kernel (frame headers included)."""
+        return self._conn.out.size
+
+    # -- facts ------------------------------------------------------------------
+
+    @property
+    def ready_state(self) -> ReadyState:
+        """OPEN, CLOSING while our close handshake runs, then CLOSED."""
+        return self._conn.state
+
+    @property
+    def remote_address(self) -> str:
+        """The peer's IP address."""
+        return self._conn.peer[0]
+
+    @property
+    def protocol(self) -> str:
+        """The subprotocol chosen at upgrade, "" if none."""
+        return self._conn.protocol
+
+    def __repr__(self) -> str:
+        return (f"<ServerWebSocket {self.remote_address} {self.ready_state.name} "
+                f"data={self.data!r}>")
