@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .server import serve
+from .server import Server, serve
 
 
 def _echo(ws: object, message: str | bytes) -> None:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = serve(
+    server: Server[None] = serve(
         websocket={
             "message": _echo,
             "max_payload_length": args.max_payload_length,

@@ -7,6 +7,7 @@ HTTP (``_http_conn``) or WebSocket (``_ws_conn``) over it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -138,9 +139,7 @@ class SocketConnection:
             self.loop.unregister(self.sock)
             self.interest = 0
         self.closed = True
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
         with self.lock:
             self.out.clear()

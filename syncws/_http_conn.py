@@ -109,9 +109,15 @@ class HttpConnection(SocketConnection):
         self.body = []
         self.body_size = 0
         length = 0
+        # h11 bounds only an incomplete head; one that arrived whole is measured here.
+        head_size = len(event.target)
         for name, value in event.headers:
+            head_size += len(name) + len(value) + 4
             if name == b"content-length":
                 length = int(value)
+        if head_size > self.server._max_header_bytes:
+            self.reject(431, "Request header fields too large")
+            return
         if length > self.server._max_request_body_size:
             self.reject(413, "Request body too large")
             return

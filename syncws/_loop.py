@@ -13,6 +13,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -89,11 +90,9 @@ class EventLoop:
     def _wake(self) -> None:
         if not self._wake_pending:
             self._wake_pending = True
-            try:
+            # OSError: full (a wakeup is pending anyway) or closed (the loop is gone).
+            with contextlib.suppress(OSError):
                 self._wake_send.send(b"\0")
-            except OSError:
-                # Full (a wakeup is pending anyway) or closed (the loop is gone).
-                pass
 
     def _drain_wakeups(self) -> None:
         # Clear the flag before the door is emptied: anything appended after
@@ -114,10 +113,8 @@ class EventLoop:
         self.selector.modify(sock, events, client)
 
     def unregister(self, sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
 
     # -- running ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ order and never concurrently, while different connections run in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -24,9 +25,9 @@ from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from . import _frames
 from ._connection import SocketConnection
+from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent, run_events
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
 from ._loop import READ, EventLoop
-from ._dispatch import run_events
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from .server import Server
 
 logger = logging.getLogger("syncws")
-
-from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent  # noqa: E402
 
 # Stop reading a socket once this many message bytes wait for its handler;
 # the worker starts it again below _dispatch.INBOUND_LOW_WATER.
@@ -52,8 +51,9 @@ class WsConnection(SocketConnection):
 
     __slots__ = (
         "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
-        "config", "dispatching", "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "handler_failed",
-        "inbox", "inbox_bytes", "last_recv", "local_close_sent", "ping_sent", "proto",
+        "config", "dispatching", "finalize_when_flushed", "finalized", "frag_parts",
+        "frag_size", "handler_failed", "inbox", "inbox_bytes", "last_recv",
+        "local_close_sent", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
     )
 
@@ -178,12 +178,13 @@ class WsConnection(SocketConnection):
         try:
             for frame in proto.received_frames():
                 opcode = frame.opcode
+                # str for text, bytes for binary and pings, (code, reason) for a close.
+                payload: Any = frame.payload
                 if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    payload = frame.payload
-                    if opcode is Opcode.BINARY or payload.isascii():  # type: ignore[union-attr]
-                        size = len(payload)  # type: ignore[arg-type]
+                    if opcode is Opcode.BINARY or payload.isascii():
+                        size = len(payload)
                     else:
-                        size = len(payload.encode("utf-8"))  # type: ignore[union-attr]
+                        size = len(payload.encode("utf-8"))
                     total = self.frag_size + size
                     if total > config.max_payload_length:
                         self.fail(1009, "Message too big")
@@ -192,7 +193,7 @@ class WsConnection(SocketConnection):
                         if self.frag_parts:
                             self.frag_parts.append(payload)
                             joiner = "" if opcode is Opcode.TEXT else b""
-                            payload = joiner.join(self.frag_parts)  # type: ignore[attr-defined]
+                            payload = joiner.join(self.frag_parts)
                             self.frag_parts = []
                             self.frag_size = 0
                         if not self.local_close_sent:
@@ -201,14 +202,14 @@ class WsConnection(SocketConnection):
                         self.frag_parts.append(payload)
                         self.frag_size = total
                 elif opcode is Opcode.PING:
-                    self.write(encode_frame(OP_PONG, frame.payload))  # type: ignore[arg-type]
+                    self.write(encode_frame(OP_PONG, payload))
                     if config.ping is not None and not self.local_close_sent:
-                        events.append((PING, frame.payload, 0))
+                        events.append((PING, payload, 0))
                 elif opcode is Opcode.PONG:
                     if config.pong is not None and not self.local_close_sent:
-                        events.append((PONG, frame.payload, 0))
+                        events.append((PONG, payload, 0))
                 elif opcode is Opcode.CLOSE:
-                    code, reason = frame.payload  # type: ignore[misc]
+                    code, reason = payload
                     self.remote_close(int(code), reason)
                     break
         except ParseFailed as exc:
@@ -372,10 +373,8 @@ class WsConnection(SocketConnection):
             return
         self.finalized = True
         if not self.closed:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self.close_socket()
         with self.lock:
             self.state = ReadyState.CLOSED

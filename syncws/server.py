@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -113,7 +114,7 @@ class Server(Generic[T]):
             None if websocket is None else parse_websocket(websocket))
         self._max_connections = max_connections
         self._max_request_body_size = max_request_body_size
-        self._max_header_bytes = 16 * 1024
+        self._max_header_bytes = 32 * 1024
         self._request_timeout = float(request_timeout)
         self._http_scheme = "http"
         self._registry: TopicRegistry[WsConnection] = TopicRegistry()
@@ -149,11 +150,12 @@ class Server(Generic[T]):
         self._connections = 0
         self._stopping = False
         self._stopped = threading.Event()
+        self._listener_closed = threading.Event()
         self._counters = {"messages_in": 0, "bytes_in": 0, "bytes_out": 0,
                           "messages_dropped": 0, "messages_published": 0}
 
         self._pool = WorkerPool(workers)
-        self._loop.register(sock, READ, self._listener)  # type: ignore[arg-type]
+        self._loop.register(sock, READ, self._listener)
         self._loop.start()
         self._loop.call_soon_threadsafe(self._housekeeping)
 
@@ -184,8 +186,7 @@ class Server(Generic[T]):
         peer = req._peer
         if peer is None:
             return None
-        family = "IPv6" if ":" in peer[0] else "IPv4"
-        return SocketAddress(peer[0], peer[1], family)
+        return SocketAddress(peer[0], peer[1], "IPv6" if ":" in peer[0] else "IPv4")
 
     def stats(self) -> dict[str, int | float]:
         """A snapshot of the server's counters, for operators. Thread-safe."""
@@ -278,8 +279,10 @@ class Server(Generic[T]):
             self._stopping = True
         self._stopped.set()
         self._loop.call_soon_threadsafe(partial(self._stop_in_loop, close_active_connections))
-        if not close_active_connections or self._pool.is_worker_thread() \
-                or self._loop.in_loop_thread():
+        if self._loop.in_loop_thread():
+            return
+        self._listener_closed.wait(timeout)
+        if not close_active_connections or self._pool.is_worker_thread():
             return
         with self._lock:
             self._all_closed.wait_for(
@@ -324,6 +327,7 @@ class Server(Generic[T]):
             self._listener = None
             self._loop.unregister(listener.sock)
             listener.sock.close()
+        self._listener_closed.set()
         if close_active:
             for conn in list(self._ws_conns):
                 conn.request_close(1001, "Server closed")
@@ -362,10 +366,8 @@ class Server(Generic[T]):
                 raise
             if self._max_connections is not None and self._connections >= \
                     self._max_connections:
-                try:
+                with contextlib.suppress(OSError):
                     sock.send(plain_response(503, "Too many connections"))
-                except OSError:
-                    pass
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -378,7 +380,7 @@ class Server(Generic[T]):
     def _resume_accepting(self) -> None:
         listener = self._listener
         if listener is not None:
-            self._loop.register(listener.sock, READ, listener)  # type: ignore[arg-type]
+            self._loop.register(listener.sock, READ, listener)
 
     def _housekeeping(self) -> None:
         """Once a second: warn when every worker has been busy for a while."""

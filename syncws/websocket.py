@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import _frames
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
@@ -142,7 +142,7 @@ class ServerWebSocket(Generic[T]):
         if self._conn.state is ReadyState.CLOSED:
             return False
         self._server._registry.subscribe(self._conn, topic)
-        if self._conn.state is ReadyState.CLOSED:
+        if self._conn.state is ReadyState.CLOSED:  # type: ignore[comparison-overlap]
             # Lost a race with the close: the loop already emptied our topics.
             self._server._registry.unsubscribe_all(self._conn)
             return False

@@ -1,0 +1,481 @@
+"""The core server: HTTP, upgrade, handler order and threading (issue 2)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import KEY, RawClient, close_body, wait, wait_for
+from websockets.exceptions import ConnectionClosed as PeerClosed
+from websockets.sync.client import connect
+
+import syncws
+
+
+def echo_fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response | None:
+    if server.upgrade(req):
+        return None
+    return syncws.Response("Not a WebSocket request", status=400)
+
+
+def http_get(port: int, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait(5)) as sock:
+        sock.sendall(raw)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def test_echo_example_with_python_websockets(make_server: Any) -> None:
+    server = make_server(echo_fetch, {"message": lambda ws, m: ws.send(f"Echo: {m}")})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("hello")
+        assert client.recv(timeout=wait(5)) == "Echo: hello"
+
+
+def test_text_stays_text_and_binary_stays_binary(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    payload = bytes(range(256)) * 10
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("héllo")
+        assert client.recv(timeout=wait(5)) == "héllo"
+        client.send(payload)
+        assert client.recv(timeout=wait(5)) == payload
+
+
+def test_raw_handshake_101_headers_and_subprotocol(make_server: Any) -> None:
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        server.upgrade(req, headers={"Set-Cookie": "session=abc123",
+                                     "Sec-WebSocket-Protocol": "chat"})
+
+    server = make_server(fetch, {"message": lambda ws, m: ws.send(ws.protocol)})
+    client = RawClient(server.port, extra="Sec-WebSocket-Protocol: superchat, chat\r\n")
+    expected = base64.b64encode(hashlib.sha1(
+        KEY.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+    assert client.status == 101
+    assert client.header("Sec-WebSocket-Accept") == expected
+    assert client.header("Set-Cookie") == "session=abc123"
+    assert client.header("Sec-WebSocket-Protocol") == "chat"
+    client.send_frame(0x1, b"which?")
+    assert client.recv_frame() == (0x1, True, 0, b"chat")
+    client.close()
+
+
+def test_subprotocol_not_offered_is_a_value_error(make_server: Any) -> None:
+    errors: list[BaseException] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response | None:
+        try:
+            server.upgrade(req, headers={"Sec-WebSocket-Protocol": "nope"})
+        except ValueError as exc:
+            errors.append(exc)
+        return syncws.Response("no", status=400)
+
+    server = make_server(fetch, {"message": lambda ws, m: None})
+    client = RawClient(server.port, extra="Sec-WebSocket-Protocol: chat\r\n")
+    assert client.status == 400
+    assert len(errors) == 1
+    client.close()
+
+
+def test_plain_get_gets_fetch_response_and_upgrade_is_false(make_server: Any) -> None:
+    results: list[bool] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response | None:
+        results.append(server.upgrade(req))
+        return syncws.Response(f"path={req.path} q={req.query.get('a')}", status=404)
+
+    server = make_server(fetch, {"message": lambda ws, m: None})
+    reply = http_get(server.port,
+                     b"GET /x?a=1&a=2 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 404 ")
+    assert reply.endswith(b"path=/x q=1")
+    assert results == [False]
+
+
+def test_second_upgrade_call_returns_false(make_server: Any) -> None:
+    calls: list[bool] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        calls.append(server.upgrade(req))
+        calls.append(server.upgrade(req))
+
+    server = make_server(fetch, {"message": lambda ws, m: ws.send(m)})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("x")
+        assert client.recv(timeout=wait(5)) == "x"
+    assert calls == [True, False]
+
+
+def test_upgrade_data_and_typed_handler(make_server: Any) -> None:
+    class Handler(syncws.WebSocketHandler[dict[str, str]]):
+        def message(self, ws: syncws.ServerWebSocket[dict[str, str]], msg: str | bytes) -> None:
+            ws.send(f"{ws.data['user']}: {msg}")
+
+    def fetch(req: syncws.Request, server: syncws.Server[dict[str, str]]) -> None:
+        server.upgrade(req, data={"user": req.query["user"]})
+
+    server = make_server(fetch, Handler())
+    with connect(f"ws://127.0.0.1:{server.port}/?user=ada") as client:
+        client.send("hi")
+        assert client.recv(timeout=wait(5)) == "ada: hi"
+
+
+def test_without_fetch_websockets_upgrade_and_others_get_426(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    reply = http_get(server.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 426 ")
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("ok")
+        assert client.recv(timeout=wait(5)) == "ok"
+
+
+def test_upgrade_without_websocket_option_raises_type_error(make_server: Any) -> None:
+    errors: list[BaseException] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response:
+        try:
+            server.upgrade(req)
+        except TypeError as exc:
+            errors.append(exc)
+        return syncws.Response("plain")
+
+    server = make_server(fetch)
+    assert http_get(server.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                    ).endswith(b"plain")
+    assert len(errors) == 1
+
+
+@pytest.mark.parametrize("spec, error", [
+    ({"message": lambda ws, m: None, "bogus": 1}, TypeError),
+    ({"open": lambda ws: None}, TypeError),
+    ({"message": lambda ws, m: None, "backpressure_limit": 0}, ValueError),
+    ({"message": lambda ws, m: None, "max_payload_length": -1}, ValueError),
+    ({"message": lambda ws, m: None, "idle_timeout": "10"}, TypeError),
+])
+def test_bad_websocket_options_are_refused(spec: dict[str, Any], error: type) -> None:
+    with pytest.raises(error):
+        syncws.serve(websocket=spec, port=0, hostname="127.0.0.1")
+
+
+def test_async_handlers_are_refused() -> None:
+    async def message(ws: Any, msg: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="async"):
+        syncws.serve(websocket={"message": message}, port=0, hostname="127.0.0.1")
+
+
+def test_fetch_exception_gives_500_and_server_keeps_serving(make_server: Any) -> None:
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response:
+        if req.path == "/boom":
+            server.upgrade(req)
+            raise RuntimeError("boom")
+        return syncws.Response("fine")
+
+    server = make_server(fetch, {"message": lambda ws, m: None})
+    client = RawClient(server.port, path="/boom")
+    assert client.status == 500
+    client.close()
+    assert http_get(server.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                    ).endswith(b"fine")
+
+
+def test_keep_alive_content_length_chunked_and_100_continue(make_server: Any) -> None:
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response:
+        return syncws.Response.json({"method": req.method, "body": req.text()})
+
+    server = make_server(fetch)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait(5)) as sock:
+        sock.sendall(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert first.endswith(b'{"method": "POST", "body": "hello"}')
+        sock.sendall(b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        assert sock.recv(65536).endswith(b'"body": "abcde"}')
+        sock.sendall(b"POST /c HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"ok")
+        assert sock.recv(65536).endswith(b'"body": "ok"}')
+
+
+def test_bad_requests_get_400_431_413(make_server: Any) -> None:
+    server = make_server(lambda req, server: syncws.Response("fine"),
+                         max_request_body_size=1000)
+    assert http_get(server.port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    big = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n"
+    assert http_get(server.port, big).startswith(b"HTTP/1.1 431 ")
+    assert http_get(server.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n"
+                    ).startswith(b"HTTP/1.1 413 ")
+    chunked = (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"800\r\n" + b"x" * 2048 + b"\r\n0\r\n\r\n")
+    assert http_get(server.port, chunked).startswith(b"HTTP/1.1 413 ")
+    assert http_get(server.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                    ).endswith(b"fine")
+
+
+def test_stalled_request_is_dropped_while_others_are_served(make_server: Any) -> None:
+    server = make_server(lambda req, server: syncws.Response("fine"), request_timeout=0.5)
+    stalled = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+    stalled.sendall(b"GET / HTTP/1.1\r\nHost: ")
+    started = time.monotonic()
+    assert http_get(server.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                    ).endswith(b"fine")
+    assert stalled.recv(100) == b""
+    assert time.monotonic() - started < wait(3)
+    stalled.close()
+
+
+class Recorder:
+    """Records handler calls per connection, thread-safely."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[Any, ...]] = []
+        self.closed = threading.Event()
+
+    def spec(self, **extra: Any) -> dict[str, Any]:
+        def record(*item: Any) -> None:
+            with self.lock:
+                self.events.append(item)
+
+        def on_close(ws: Any, code: int, reason: str) -> None:
+            record("close", code, reason)
+            self.closed.set()
+
+        spec: dict[str, Any] = {
+            "open": lambda ws: record("open"),
+            "message": lambda ws, m: record("message", m),
+            "close": on_close,
+        }
+        spec.update(extra)
+        return spec
+
+
+def test_order_and_close_code_for_client_close(make_server: Any) -> None:
+    rec = Recorder()
+    server = make_server(websocket=rec.spec())
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("a")
+        client.send("b")
+        client.close(4001, "app bye")
+    assert rec.closed.wait(wait(5))
+    assert rec.events == [("open",), ("message", "a"), ("message", "b"),
+                          ("close", 4001, "app bye")]
+
+
+def test_close_code_for_server_close(make_server: Any) -> None:
+    rec = Recorder()
+    server = make_server(websocket=rec.spec(message=lambda ws, m: ws.close(4000, "bye")))
+    client = RawClient(server.port)
+    client.send_frame(0x1, b"close me")
+    assert client.recv_close() == (4000, b"bye")
+    client.send_frame(0x8, close_body(4000, b"bye"))
+    assert client.at_eof()
+    client.close()
+    assert rec.closed.wait(wait(5))
+    assert rec.events[-1] == ("close", 4000, "bye")
+    assert [e for e in rec.events if e[0] == "close"] == [("close", 4000, "bye")]
+
+
+def test_close_code_for_tcp_drop(make_server: Any) -> None:
+    rec = Recorder()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    client.send_frame(0x1, b"x")
+    client.close()
+    assert rec.closed.wait(wait(5))
+    assert rec.events == [("open",), ("message", "x"), ("close", 1006, "")]
+
+
+def test_stop_closes_with_1001_and_waits_for_close_handlers(make_server: Any) -> None:
+    rec = Recorder()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    client.send_frame(0x1, b"x")
+    wait_for(lambda: len(rec.events) == 2, message="message handled")
+
+    def answer() -> None:
+        code, reason = client.recv_close()
+        assert (code, reason) == (1001, b"Server closed")
+        client.send_frame(0x8, close_body(1001))
+
+    answerer = threading.Thread(target=answer)
+    answerer.start()
+    server.stop(close_active_connections=True, timeout=wait(5))
+    answerer.join(wait(5))
+    client.close()
+    assert rec.events[-1] == ("close", 1001, "Server closed")
+    assert server.pending_websockets == 0
+
+
+def test_messages_before_close_are_delivered_first(make_server: Any) -> None:
+    def on_message(ws: Any, msg: Any) -> None:
+        for i in range(100):
+            ws.send(f"m{i}")
+        ws.close(1000, "done")
+
+    server = make_server(websocket={"message": on_message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("go")
+        got = [client.recv(timeout=wait(5)) for _ in range(100)]
+        with pytest.raises(PeerClosed) as info:
+            client.recv(timeout=wait(5))
+    assert got == [f"m{i}" for i in range(100)]
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1000
+
+
+@pytest.mark.parametrize("code, reason", [(1005, ""), (999, ""), (1006, ""), (5000, ""),
+                                          (1000, "x" * 124), (2999, "")])
+def test_close_argument_checks(make_server: Any, code: int, reason: str) -> None:
+    errors: list[BaseException] = []
+
+    def on_message(ws: Any, msg: Any) -> None:
+        try:
+            ws.close(code, reason)
+        except ValueError as exc:
+            errors.append(exc)
+        ws.send("still open")
+
+    server = make_server(websocket={"message": on_message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("x")
+        assert client.recv(timeout=wait(5)) == "still open"
+    assert len(errors) == 1
+
+
+def test_slow_handler_on_one_connection_does_not_delay_another(make_server: Any) -> None:
+    def on_message(ws: Any, msg: Any) -> None:
+        if msg == "sleep":
+            time.sleep(1)
+        ws.send(msg)
+
+    server = make_server(websocket={"message": on_message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as slow, \
+            connect(f"ws://127.0.0.1:{server.port}/") as fast:
+        slow.send("sleep")
+        started = time.monotonic()
+        fast.send("quick")
+        assert fast.recv(timeout=wait(5)) == "quick"
+        assert time.monotonic() - started < 0.5
+        assert slow.recv(timeout=wait(5)) == "sleep"
+
+
+def test_many_threads_sending_on_one_connection(make_server: Any) -> None:
+    ready = threading.Event()
+    sockets: list[Any] = []
+
+    def on_open(ws: Any) -> None:
+        sockets.append(ws)
+        ready.set()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    with connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as client:
+        assert ready.wait(wait(5))
+        ws = sockets[0]
+
+        def sender(n: int) -> None:
+            for i in range(500):
+                ws.send(f"{n}:{i}:" + "x" * (i % 50))
+
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seen: dict[int, list[int]] = {n: [] for n in range(8)}
+        for _ in range(8 * 500):
+            n, i, pad = client.recv(timeout=wait(10)).split(":")
+            assert pad == "x" * (int(i) % 50)
+            seen[int(n)].append(int(i))
+    assert all(order == list(range(500)) for order in seen.values())
+
+
+def test_raising_handler_closes_1011_and_calls_error(make_server: Any) -> None:
+    errors: list[BaseException] = []
+    rec = Recorder()
+
+    def on_message(ws: Any, msg: Any) -> None:
+        if msg == "boom":
+            raise RuntimeError("boom")
+        ws.send(msg)
+
+    server = make_server(websocket=rec.spec(message=on_message,
+                                            error=lambda ws, exc: errors.append(exc)))
+    with connect(f"ws://127.0.0.1:{server.port}/") as other, \
+            connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("boom")
+        with pytest.raises(PeerClosed) as info:
+            client.recv(timeout=wait(5))
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+        other.send("still here")
+        assert other.recv(timeout=wait(5)) == "still here"
+    assert [type(e) for e in errors] == [RuntimeError]
+
+
+def test_raising_handler_without_error_handler_is_logged(make_server: Any,
+                                                         caplog: Any) -> None:
+    def on_message(ws: Any, msg: Any) -> None:
+        raise RuntimeError("kaboom")
+
+    server = make_server(websocket={"message": on_message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("x")
+        with pytest.raises(PeerClosed):
+            client.recv(timeout=wait(5))
+    wait_for(lambda: "kaboom" in caplog.text, message="traceback logged")
+
+
+def test_thousand_connections_with_fixed_thread_count(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)}, workers=4)
+    clients = []
+    try:
+        for _ in range(1000):
+            client = RawClient(server.port)
+            assert client.status == 101
+            clients.append(client)
+        for i, client in enumerate(clients):
+            client.send_frame(0x1, f"hi {i}".encode())
+        for i, client in enumerate(clients):
+            assert client.recv_frame() == (0x1, True, 0, f"hi {i}".encode())
+        names = [t.name for t in threading.enumerate() if t.name.startswith("syncws-")]
+        assert sorted(names) == sorted(["syncws-loop"] + [f"syncws-worker-{i}"
+                                                          for i in range(4)])
+        assert server.pending_websockets == 1000
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_request_ip_and_remote_address(make_server: Any) -> None:
+    seen: list[Any] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        seen.append(server.request_ip(req))
+        server.upgrade(req)
+
+    server = make_server(fetch, {"message": lambda ws, m: ws.send(ws.remote_address)})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("?")
+        assert client.recv(timeout=wait(5)) == "127.0.0.1"
+    assert seen[0].address == "127.0.0.1" and seen[0].family == "IPv4"
+
+
+def test_stop_without_closing_keeps_connections_open(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        server.stop()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=wait(2)).close()
+        client.send("still")
+        assert client.recv(timeout=wait(5)) == "still"
