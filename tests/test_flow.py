@@ -1,0 +1,299 @@
+"""Flow control and limits (issue 4): send's -1/0, drain, cork, pause, timeouts, limits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import RawClient, client_frame, wait, wait_for
+from websockets.sync.client import connect
+
+
+class Sockets:
+    """Collects the server-side ws objects and handler events."""
+
+    def __init__(self) -> None:
+        self.sockets: list[Any] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.closed = threading.Event()
+        self.drained = threading.Event()
+
+    def spec(self, **extra: Any) -> dict[str, Any]:
+        def on_close(ws: Any, code: int, reason: str) -> None:
+            self.events.append(("close", code, reason))
+            self.closed.set()
+
+        def on_drain(ws: Any) -> None:
+            self.events.append(("drain", ws.buffered_amount))
+            self.drained.set()
+
+        spec: dict[str, Any] = {"open": self.sockets.append,
+                                "message": lambda ws, m: self.events.append(("message", m)),
+                                "close": on_close, "drain": on_drain}
+        spec.update(extra)
+        return spec
+
+
+def test_send_results_buffer_bound_and_drain(make_server: Any) -> None:
+    rec = Sockets()
+    limit = 1024 * 1024
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port, rcvbuf=8192)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    chunk = 64 * 1024
+    results = []
+    peak = 0
+    for i in range(200):
+        results.append(ws.send(i.to_bytes(4, "big") + b"x" * (chunk - 4)))
+        peak = max(peak, ws.buffered_amount)
+        if results[-1] == 0:
+            break
+    assert results[0] == chunk
+    assert -1 in results and results[-1] == 0
+    first_bp = results.index(-1)
+    assert all(r == chunk for r in results[:first_bp])
+    assert all(r == -1 for r in results[first_bp:-1])
+    assert peak <= limit + chunk + 10
+    assert ws.send("more") == 0  # still over the limit: dropped
+    accepted = len(results) - 1
+    for i in range(accepted):
+        opcode, _, _, payload = client.recv_frame()
+        assert (opcode, int.from_bytes(payload[:4], "big"), len(payload)) == (2, i, chunk)
+    assert rec.drained.wait(wait(5))
+    assert len([e for e in rec.events if e[0] == "drain"]) == 1
+    assert ws.send("after") == 5
+    assert client.recv_frame() == (1, True, 0, b"after")
+    client.close()
+
+
+def test_close_on_backpressure_limit(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(close_on_backpressure_limit=True,
+                                            backpressure_limit=64 * 1024))
+    stalled = RawClient(server.port, rcvbuf=4096)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    with connect(f"ws://127.0.0.1:{server.port}/") as healthy:
+        wait_for(lambda: len(rec.sockets) == 2, message="second open")
+        for _ in range(500):
+            if ws.send(b"y" * 16384) == 0:
+                break
+        assert rec.closed.wait(wait(5))
+        assert ("close", 1006, "backpressure limit") in rec.events
+        rec.sockets[1].send("fine")
+        assert healthy.recv(timeout=wait(5)) == "fine"
+    stalled.close()
+
+
+def test_max_payload_length(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(max_payload_length=1024))
+    exact = RawClient(server.port)
+    exact.send_frame(2, b"a" * 1024)
+    wait_for(lambda: ("message", b"a" * 1024) in rec.events, message="1024 delivered")
+    exact.close()
+    assert rec.closed.wait(wait(5))
+    for fragments in (1, 10):
+        rec.closed.clear()
+        client = RawClient(server.port)
+        piece = 2000 // fragments
+        for i in range(fragments):
+            client.send_frame(2 if i == 0 else 0, b"b" * piece, fin=i == fragments - 1)
+        assert client.recv_close()[0] == 1009
+        assert rec.closed.wait(wait(5))
+        assert rec.events[-1][:2] == ("close", 1009)
+        client.close()
+    assert not any(e[0] == "message" and len(e[1]) > 1024 for e in rec.events)
+
+
+def test_idle_timeout_without_pings_closes_silent_peer(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
+    client = RawClient(server.port)
+    started = time.monotonic()
+    assert client.at_eof() or client.at_eof()
+    assert time.monotonic() - started < wait(3)
+    assert rec.closed.wait(wait(3))
+    assert rec.events[-1] == ("close", 1006, "idle timeout")
+    client.close()
+
+
+def test_idle_timeout_with_pings_keeps_live_peer(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=True))
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        assert not rec.closed.wait(5)  # python-websockets answers the pings
+        client.send("still here")
+        wait_for(lambda: ("message", "still here") in rec.events, message="delivered")
+
+
+def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    ws.pause()
+    assert ws.is_paused
+    client.send_frame(1, b"held")
+    assert not rec.closed.wait(2.5)
+    assert ("message", "held") not in rec.events
+    ws.resume()
+    wait_for(lambda: ("message", "held") in rec.events, message="held message delivered")
+    client.close()
+
+
+def test_max_connections_refuses_the_eleventh(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)}, max_connections=10)
+    clients = [RawClient(server.port) for _ in range(10)]
+    extra = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+    reply = extra.recv(1024)
+    assert reply.startswith(b"HTTP/1.1 503 ")
+    extra.close()
+    for i, client in enumerate(clients):
+        client.send_frame(1, f"{i}".encode())
+        assert client.recv_frame()[3] == f"{i}".encode()
+        client.close()
+
+
+class CountingSocket:
+    """Wraps a socket and counts the system calls the loop makes to write."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.writes = 0
+
+    def send(self, data: Any) -> int:
+        self.writes += 1
+        return self._sock.send(data)
+
+    def sendmsg(self, buffers: Any) -> int:
+        self.writes += 1
+        return self._sock.sendmsg(buffers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_cork_sends_in_one_write(make_server: Any) -> None:
+    """Loop level: each uncorked send is flushed on its own loop turn."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    conn = ws._conn
+    counter = CountingSocket(conn.sock)
+    done = threading.Event()
+    server._loop.call_soon_threadsafe(lambda: (setattr(conn, "sock", counter), done.set()))
+    assert done.wait(wait(5))
+
+    def one_per_turn() -> None:
+        for i in range(100):
+            turn = threading.Event()
+            ws.send(f"u{i}")
+            server._loop.call_soon_threadsafe(turn.set)
+            turn.wait(wait(5))
+
+    one_per_turn()
+    wait_for(lambda: counter.writes >= 100, message="uncorked writes")
+    uncorked = counter.writes
+    for i in range(100):
+        assert client.recv_frame()[3] == f"u{i}".encode()
+
+    def corked(w: Any) -> str:
+        for i in range(100):
+            w.send(f"c{i}")
+            server._loop.call_soon_threadsafe(lambda: None)
+        return "ret"
+
+    assert ws.cork(corked) == "ret"
+    for i in range(100):
+        assert client.recv_frame()[3] == f"c{i}".encode()
+    assert counter.writes - uncorked == 1
+    assert uncorked >= 50
+    client.close()
+
+
+def test_stats_counts(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        for _ in range(5):
+            client.send("hello")
+            client.recv(timeout=wait(5))
+        stats = server.stats()
+    assert stats["open_websockets"] == 1
+    assert stats["messages_in"] == 5
+    assert stats["bytes_out"] >= 5 * 7
+    assert stats["workers"] == 4
+
+
+FLOOD_SERVER = """
+import sys, time, syncws
+def slow(ws, msg):
+    time.sleep(0.0005)
+    n = int.from_bytes(msg[:4], "big")
+    if n % 1000 == 999: ws.send(str(n))
+server = syncws.serve(websocket={"message": slow}, hostname="127.0.0.1", port=0, workers=2)
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+def vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.timeout(120)
+def test_flood_keeps_server_memory_bounded() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", FLOOD_SERVER], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        client = RawClient(port, timeout=60)
+        baseline = vm_hwm_kib(proc.pid)
+        payload = b"z" * (64 * 1024 - 4)
+        count = 200 * 1024 * 1024 // (64 * 1024)  # 200 MiB of messages
+
+        def reader() -> None:
+            for n in range(999, count, 1000):
+                assert client.recv_frame()[3] == str(n).encode()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        for n in range(count):
+            client.send(client_frame(2, n.to_bytes(4, "big") + payload))
+        thread.join(wait(90))
+        assert not thread.is_alive()
+        growth_mib = (vm_hwm_kib(proc.pid) - baseline) / 1024
+        assert growth_mib < 24, f"server peak RSS grew {growth_mib:.1f} MiB"
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(wait(10))
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_send_after_close_returns_zero(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec())
+    with connect(f"ws://127.0.0.1:{server.port}/"):
+        wait_for(lambda: rec.sockets, message="open")
+    assert rec.closed.wait(wait(5))
+    ws = rec.sockets[0]
+    assert ws.send("late") == 0
+    assert ws.ping(b"x") == 0
+    assert int(ws.ready_state) == 3
