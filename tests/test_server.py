@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -479,3 +482,48 @@ def test_stop_without_closing_keeps_connections_open(make_server: Any) -> None:
             socket.create_connection(("127.0.0.1", server.port), timeout=wait(2)).close()
         client.send("still")
         assert client.recv(timeout=wait(5)) == "still"
+
+
+EMFILE_SERVER = """
+import resource, syncws
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+server = syncws.serve(websocket={"message": lambda ws, m: ws.send(m)},
+                      hostname="127.0.0.1", port=0, workers=2)
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_running_out_of_descriptors_neither_spins_nor_dies() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", EMFILE_SERVER], stdout=subprocess.PIPE,
+                            text=True)
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        for _ in range(100):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=wait(5)))
+        before = cpu_seconds(proc.pid)
+        threading.Event().wait(1.0)
+        assert cpu_seconds(proc.pid) - before < 0.5  # not spinning on accept()
+        for sock in held:
+            sock.close()
+        held.clear()
+        client = RawClient(port, timeout=10)
+        client.send_frame(0x1, b"alive")
+        assert client.recv_frame() == (0x1, True, 0, b"alive")
+        client.close()
+        assert proc.poll() is None
+    finally:
+        for sock in held:
+            sock.close()
+        proc.terminate()
+        proc.wait(wait(10))
+        if proc.stdout is not None:
+            proc.stdout.close()
