@@ -518,7 +518,8 @@ class _Housekeeper:
 
 
 def serve(fetch: Fetch | None = None,
-          websocket: WebSocketHandler[T] | Mapping[str, Any] | None = None, *, hostname: str = "0.0.0.0", port: int = 3000,
+          websocket: WebSocketHandler[T] | Mapping[str, Any] | None = None, *,
+          hostname: str = "0.0.0.0", port: int = 3000,
           tls: object = None, workers: int | None = None, reuse_port: bool = False,
           max_connections: int | None = None, max_request_body_size: int = 128 * 1024 * 1024,
           request_timeout: float = 10.0) -> Server[T]:

@@ -54,13 +54,12 @@ def test_typed_data_example() -> None:
 
 
 def test_pubsub_example() -> None:
-    with run_example("pubsub.py") as url, connect(url) as first:
-        with connect(url) as second:
-            assert first.recv(timeout=wait(5)) == "New user joined!"
-            second.send("hello room")
-            assert first.recv(timeout=wait(5)) == "hello room"
-            with pytest.raises(TimeoutError):
-                second.recv(timeout=0.2)
+    with run_example("pubsub.py") as url, connect(url) as first, connect(url) as second:
+        assert first.recv(timeout=wait(5)) == "New user joined!"
+        second.send("hello room")
+        assert first.recv(timeout=wait(5)) == "hello room"
+        with pytest.raises(TimeoutError):
+            second.recv(timeout=0.2)
 
 
 def test_chat_example() -> None:

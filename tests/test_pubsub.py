@@ -74,7 +74,7 @@ def test_publish_to_self(make_server: Any) -> None:
 
 def test_subscriber_count_drops_on_close_and_on_tcp_drop(make_server: Any) -> None:
     room = Room(make_server)
-    a, b, c = room.connect(3)
+    _, _, c = room.connect(3)
     assert room.server.subscriber_count("chat-room") == 3
     c.close()
     wait_for(lambda: room.server.subscriber_count("chat-room") == 2, message="count 2")
