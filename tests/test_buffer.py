@@ -1,0 +1,63 @@
+"""Pure tests of the outbound buffer and the deadline queue."""
+
+from __future__ import annotations
+
+from syncws._buffer import MAX_CHUNKS_PER_WRITE, OutboundBuffer
+from syncws._timers import TimerQueue
+
+
+def drain(buffer: OutboundBuffer, step: int) -> bytes:
+    out = b""
+    while buffer:
+        data = b"".join(bytes(c) for c in buffer.peek())
+        taken = min(step, len(data))
+        out += data[:taken]
+        buffer.consume(taken)
+    return out
+
+
+def test_partial_writes_keep_bytes_in_order() -> None:
+    buffer = OutboundBuffer()
+    expected = b""
+    for i in range(1000):
+        chunk = bytes([i % 251]) * (i % 37 + 1)
+        buffer.append(chunk)
+        expected += chunk
+    assert buffer.size == len(expected)
+    assert drain(buffer, 997) == expected
+    assert buffer.size == 0 and buffer.peek() == []
+
+
+def test_peek_is_bounded_and_empty_chunks_are_ignored() -> None:
+    buffer = OutboundBuffer()
+    buffer.append(b"")
+    assert not buffer
+    for _ in range(MAX_CHUNKS_PER_WRITE + 10):
+        buffer.append(b"x")
+    assert len(buffer.peek()) == MAX_CHUNKS_PER_WRITE
+    buffer.clear()
+    assert buffer.size == 0
+
+
+class Target:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.timer_at: float | None = None
+
+    def on_timer(self, now: float) -> None:
+        pass
+
+
+def test_timer_queue_fires_earliest_and_skips_superseded() -> None:
+    timers = TimerQueue()
+    a, b = Target("a"), Target("b")
+    timers.arm(a, 10.0)
+    timers.arm(b, 5.0)
+    timers.arm(a, 3.0)   # earlier: supersedes 10.0
+    timers.arm(b, 7.0)   # later: ignored, b stays at 5.0
+    assert timers.next_deadline() == 3.0
+    assert timers.pop_due(2.9) == []
+    assert timers.pop_due(5.0) == [a, b]
+    assert a.timer_at is None and b.timer_at is None
+    assert timers.pop_due(100.0) == []  # the stale 10.0 entry for a never fires
+    assert timers.next_deadline() is None
