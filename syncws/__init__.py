@@ -6,6 +6,15 @@
 """
 
 from ._http import Headers, Request, Response
+from .client import (
+    ClientWebSocket,
+    CloseEvent,
+    ErrorEvent,
+    Event,
+    MessageEvent,
+    WebSocket,
+    connect,
+)
 from .exceptions import (
     ConnectionClosed,
     HandshakeError,
@@ -16,13 +25,19 @@ from .exceptions import (
 from .server import Server, WebSocketHandler, serve
 from .types import CloseCode, ReadyState, SocketAddress
 from .websocket import ServerWebSocket
+from .wsgi import wsgi
 
 __all__ = [
+    "ClientWebSocket",
     "CloseCode",
+    "CloseEvent",
     "ConnectionClosed",
+    "ErrorEvent",
+    "Event",
     "HandshakeError",
     "Headers",
     "InvalidStateError",
+    "MessageEvent",
     "PayloadTooBig",
     "ReadyState",
     "Request",
@@ -30,7 +45,10 @@ __all__ = [
     "Server",
     "ServerWebSocket",
     "SocketAddress",
+    "WebSocket",
     "WebSocketError",
     "WebSocketHandler",
+    "connect",
     "serve",
+    "wsgi",
 ]

@@ -16,7 +16,8 @@ def _echo(ws: object, message: str | bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m syncws",
                                      description="Run a syncws server.")
-    parser.add_argument("mode", choices=["echo"], help="echo: echo every message verbatim")
+    parser.add_argument("mode", choices=["echo", "demo"],
+                        help="echo: echo every message verbatim; demo: the browser chat demo")
     parser.add_argument("--hostname", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=None)
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.mode == "demo":
+        return _demo(args)
     server: Server[None] = serve(
         websocket={
             "message": _echo,
@@ -41,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"Listening on ws://{args.hostname}:{server.port}", flush=True)
     server.serve_forever()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import serve_demo
+
+    demo = serve_demo(args.hostname, args.port, workers=args.workers)
+    print(f"Listening on http://{args.hostname}:{demo.port}", flush=True)
+    demo.serve_forever()
     return 0
 
 

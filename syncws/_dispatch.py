@@ -38,8 +38,8 @@ def run_events(conn: WsConnection) -> None:
                 conn.dispatching = False
                 batch: list[InboxEvent] = []
             else:
-                batch = list(conn.inbox)
-                conn.inbox.clear()
+                batch = conn.inbox
+                conn.inbox = []
         if resume:
             conn.loop.call_soon_threadsafe(conn.update_reading)
         if not batch:

@@ -185,7 +185,10 @@ class HttpConnection(SocketConnection):
             return
         trailing, _ = self.h11.trailing_data
         # The socket now belongs to the WebSocket connection; this object lets go.
+        # The timer heap may keep it until its deadline, so drop the parser now.
         self.closed = True
+        del self.h11
+        self.request = None
         self.server._upgraded(self, request, bytes(trailing))
 
     def reject(self, status: int, message: str) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._deflate import DeflateConfig, parse_config
+
 HANDLER_NAMES = ("open", "message", "close", "drain", "ping", "pong", "error")
 
 _DEFAULTS: dict[str, Any] = {
@@ -40,6 +42,8 @@ class WebSocketConfig:
     send_pings: bool
     publish_to_self: bool
     per_message_deflate: bool | Mapping[str, Any]
+    # The checked form of per_message_deflate; None when compression is off.
+    deflate: DeflateConfig | None = None
 
 
 def _check_bool(name: str, value: object) -> bool:
@@ -99,6 +103,7 @@ def parse_websocket(spec: object) -> WebSocketConfig:
     deflate = options["per_message_deflate"]
     if not isinstance(deflate, (bool, Mapping)):
         raise TypeError("per_message_deflate must be a bool or a dict of RFC 7692 parameters")
+    deflate_config = parse_config(deflate)
     return WebSocketConfig(
         message=message,
         idle_timeout=float(idle),
@@ -111,5 +116,6 @@ def parse_websocket(spec: object) -> WebSocketConfig:
         send_pings=_check_bool("send_pings", options["send_pings"]),
         publish_to_self=_check_bool("publish_to_self", options["publish_to_self"]),
         per_message_deflate=deflate,
+        deflate=deflate_config,
         **handlers,
     )

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from . import _frames
+from ._deflate import MIN_COMPRESS_SIZE, DeflateExtension, make_compressor, negotiate
 from ._frames import encode_frame
 from ._handshake import build_101, is_websocket_request, make_decision, upgrade_problem
 from ._http import Request, Response
@@ -248,10 +249,23 @@ class Server(Generic[T]):
         if not subscribers or (len(subscribers) == 1 and subscribers[0] is exclude):
             return 0
         frame = encode_frame(opcode, payload)
+        deflate_it = compress and len(payload) >= MIN_COMPRESS_SIZE
+        # Without context takeover one compressed frame serves every
+        # subscriber with the same parameters.
+        shared_frames: dict[tuple[int, int, int], bytes] = {}
         worst = 1
         for conn in subscribers:
             if conn is not exclude:
-                result = conn.enqueue(frame)
+                deflate = conn.deflate if deflate_it else None
+                if deflate is None:
+                    result = conn.enqueue(frame)
+                elif deflate.shared:
+                    shared = shared_frames.get(deflate.key)
+                    if shared is None:
+                        shared = shared_frames[deflate.key] = deflate.frame(opcode, payload)
+                    result = conn.enqueue(shared)
+                else:
+                    result = conn.enqueue_message(opcode, payload)
                 if result < worst:
                     worst = result
         if worst == DROPPED:
@@ -412,8 +426,14 @@ class Server(Generic[T]):
         decision = req._upgrade
         assert decision is not None and self._ws_config is not None
         self._http_conns.discard(http)
+        deflate_config = self._ws_config.deflate
+        agreement = None if deflate_config is None else negotiate(
+            req.headers.get_all("sec-websocket-extensions"), deflate_config)
         conn = WsConnection(http.sock, self._loop, http.peer, http.lock, self,
-                            decision.subprotocol, extensions=[])
+                            decision.subprotocol, extensions=[] if agreement is None else [
+                                DeflateExtension(agreement, self._ws_config.max_payload_length)])
+        if agreement is not None and deflate_config is not None:
+            conn.deflate = make_compressor(agreement, deflate_config)
         # Take over what the HTTP side had queued and its registration.
         conn.out = http.out
         conn.interest = http.interest
@@ -424,7 +444,9 @@ class Server(Generic[T]):
         with self._lock:
             self._open_websockets += 1
             self._pending_close_handlers += 1
-        conn.write(build_101(decision, None))
+        conn.write(build_101(decision, None if agreement is None else agreement.response))
+        # Write the 101 now: open() may terminate() before the loop's next flush.
+        conn.flush()
         conn.start(trailing)
 
     def _ws_finished(self, conn: WsConnection) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import _frames
+from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from ._pubsub import check_topic
 from ._ws_conn import BACKPRESSURE, DROPPED
@@ -22,7 +23,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Per thread: the frames a cork() callback has sent so far, by connection.
+# A message for a per-connection deflate context stays (opcode, payload)
+# until the cork ends: it must be compressed in wire order (see enqueue_parts).
 _corked = threading.local()
+_Part = bytes | tuple[int, bytes]
 
 
 def check_compress(compress: object) -> bool:
@@ -70,6 +74,8 @@ class ServerWebSocket(Generic[T]):
         """
         check_compress(compress)
         opcode, payload = _frames.message_payload(message)
+        if compress:
+            return self._send_compressed(opcode, payload)
         return self._send_frame(encode_frame(opcode, payload), len(payload))
 
     def send_text(self, message: str, compress: bool = False) -> int:
@@ -78,6 +84,8 @@ class ServerWebSocket(Generic[T]):
             raise TypeError(f"send_text expects a str, not {type(message).__name__}")
         check_compress(compress)
         payload = message.encode("utf-8")
+        if compress:
+            return self._send_compressed(OP_TEXT, payload)
         return self._send_frame(encode_frame(OP_TEXT, payload), len(payload))
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
@@ -86,10 +94,33 @@ class ServerWebSocket(Generic[T]):
             raise TypeError(f"send_binary expects bytes, not {type(message).__name__}")
         check_compress(compress)
         payload = bytes(message)
+        if compress:
+            return self._send_compressed(OP_BINARY, payload)
         return self._send_frame(encode_frame(OP_BINARY, payload), len(payload))
 
+    def _send_compressed(self, opcode: int, payload: bytes) -> int:
+        # As Bun: plain when deflate was not negotiated; plain too when the
+        # message is too small to gain from it (see MIN_COMPRESS_SIZE).
+        deflate = self._conn.deflate
+        if deflate is None or len(payload) < MIN_COMPRESS_SIZE:
+            return self._send_frame(encode_frame(opcode, payload), len(payload))
+        if deflate.shared:
+            return self._send_frame(deflate.frame(opcode, payload), len(payload))
+        corked: dict[int, list[_Part]] | None = getattr(_corked, "frames", None)
+        if corked is not None and id(self) in corked:
+            if self._conn.state is not ReadyState.OPEN:
+                return 0
+            corked[id(self)].append((opcode, payload))
+            return len(payload)
+        result = self._conn.enqueue_message(opcode, payload)
+        if result == DROPPED:
+            return 0
+        if result == BACKPRESSURE:
+            return -1
+        return len(payload)
+
     def _send_frame(self, frame: bytes, payload_len: int) -> int:
-        corked: dict[int, list[bytes]] | None = getattr(_corked, "frames", None)
+        corked: dict[int, list[_Part]] | None = getattr(_corked, "frames", None)
         if corked is not None and id(self) in corked:
             if self._conn.state is not ReadyState.OPEN:
                 return 0
@@ -120,19 +151,22 @@ class ServerWebSocket(Generic[T]):
         """
         if not callable(callback):
             raise TypeError("cork expects a callable")
-        corked: dict[int, list[bytes]] | None = getattr(_corked, "frames", None)
+        corked: dict[int, list[_Part]] | None = getattr(_corked, "frames", None)
         if corked is None:
             corked = _corked.frames = {}
         if id(self) in corked:
             return callback(self)
-        frames: list[bytes] = []
+        frames: list[_Part] = []
         corked[id(self)] = frames
         try:
             return callback(self)
         finally:
             del corked[id(self)]
             if frames:
-                self._conn.enqueue(b"".join(frames))
+                if all(isinstance(frame, bytes) for frame in frames):
+                    self._conn.enqueue(b"".join(frames))  # type: ignore[arg-type]
+                else:
+                    self._conn.enqueue_parts(frames)
 
     # -- pub/sub --------------------------------------------------------------
 

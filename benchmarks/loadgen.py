@@ -1,0 +1,710 @@
+"""Load generator for the benchmark servers: raw sockets, pre-built masked frames.
+
+Several processes (multiprocessing, fork), each driving many non-blocking
+connections with one ``selectors`` loop. The WebSocket handshake is done by
+hand; server frames are scanned with a minimal parser (data frames counted,
+pings answered with pongs). Each process measures its own CPU time over the
+measured window, and the parent reads the server's from ``/proc/PID/stat``, so
+every result shows the load generator's CPU share beside the server's.
+
+Roles of a load process:
+- ``echo``: ``in_flight`` messages outstanding per connection; on each echo,
+  record the round trip and send the next message.
+- ``sub``: ``/fanout`` subscribers; count deliveries and record, per message,
+  when this process's last subscriber got it.
+- ``pub``: one ``/fanout`` connection publishing numbered, time-stamped
+  messages, at most ``window`` not yet delivered to every subscriber.
+- ``idle``: hold connections open (answering pings) until released.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import resource
+import select
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+MASK = b"\x37\xfa\x21\x3d"
+RECV_SIZE = 256 * 1024
+_TICK = os.sysconf("SC_CLK_TCK")
+_SEQ = struct.Struct("!qq")  # fan-out payload prefix: sequence number, publish time (ns)
+
+
+# --------------------------------------------------------------------------- frames
+
+def _mask(payload: bytes, key: bytes = MASK) -> bytes:
+    n = len(payload)
+    if n == 0:
+        return b""
+    keystream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big")
+
+
+def client_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """A complete masked client frame (FIN set) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + MASK + _mask(payload)
+
+
+CLOSE_FRAME = client_frame(struct.pack("!H", 1000), opcode=0x8)
+
+
+class Conn:
+    """One client connection: its socket, inbound and outbound bytes, send times."""
+
+    __slots__ = ("buf", "closed", "out", "sent", "sock")
+
+    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+        self.sock = sock
+        self.buf = bytearray(leftover)
+        self.out = bytearray()
+        self.sent: deque[int] = deque()
+        self.closed = False
+
+
+def scan(conn: Conn, prefixes: list[bytes] | None = None) -> int:
+    """Consume complete server frames from ``conn.buf``; return complete data messages.
+
+    With ``prefixes``, the first 16 payload bytes of each message are appended.
+    Pings are answered (pong queued on ``conn.out``); a close frame marks the
+    connection closed.
+    """
+    buf = conn.buf
+    n = len(buf)
+    pos = 0
+    count = 0
+    while n - pos >= 2:
+        b0 = buf[pos]
+        length = buf[pos + 1] & 0x7F
+        hl = 2
+        if length == 126:
+            if n - pos < 4:
+                break
+            length = (buf[pos + 2] << 8) | buf[pos + 3]
+            hl = 4
+        elif length == 127:
+            if n - pos < 10:
+                break
+            length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+            hl = 10
+        end = pos + hl + length
+        if end > n:
+            break
+        opcode = b0 & 0x0F
+        if opcode <= 2:
+            if b0 & 0x80:
+                count += 1
+                if prefixes is not None:
+                    prefixes.append(bytes(buf[pos + hl:pos + hl + 16]))
+        elif opcode == 0x9:
+            conn.out += client_frame(bytes(buf[pos + hl:end]), opcode=0xA)
+        elif opcode == 0x8:
+            conn.closed = True
+        pos = end
+    if pos:
+        del buf[:pos]
+    return count
+
+
+# ----------------------------------------------------------------------- handshake
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def _request(host: str, port: int, path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def open_connections(host: str, port: int, path: str, count: int, *, batch: int = 32,
+                     timeout: float = 30.0) -> list[Conn]:
+    """Open ``count`` WebSocket connections, ``batch`` handshakes in flight at a time."""
+    conns: list[Conn] = []
+    deadline = time.monotonic() + timeout
+    while len(conns) < count:
+        socks: list[socket.socket] = []
+        for _ in range(min(batch, count - len(conns))):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            s.connect((host, port))
+            s.sendall(_request(host, port, path))
+            socks.append(s)
+        for s in socks:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                s.settimeout(max(0.1, deadline - time.monotonic()))
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"connection closed during handshake: {data[:80]!r}")
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            if not head.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
+                raise ConnectionError(f"handshake refused: {head[:80]!r}")
+            s.setblocking(False)
+            conns.append(Conn(s, rest))
+    return conns
+
+
+def _flush(conn: Conn, sel: selectors.BaseSelector) -> None:
+    """Write what ``conn.out`` holds; ask for EVENT_WRITE while some is left."""
+    had_pending = bool(conn.out)
+    try:
+        sent = conn.sock.send(conn.out)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        conn.closed = True
+        return
+    del conn.out[:sent]
+    if conn.out and not had_pending:
+        sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+    elif not conn.out and had_pending:
+        sel.modify(conn.sock, selectors.EVENT_READ, conn)
+
+
+def _cpu_self() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of process ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat), to spot other load."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICK
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS (bytes) and Threads of process ``pid`` from /proc/PID/status."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key == "VmRSS":
+                out["rss"] = int(value.split()[0]) * 1024
+            elif key == "Threads":
+                out["threads"] = int(value)
+    return out
+
+
+# ----------------------------------------------------------------------- load roles
+
+@dataclass
+class Spec:
+    role: str  # echo | sub | pub | idle
+    host: str
+    port: int
+    path: str
+    connections: int
+    size: int = 64
+    in_flight: int = 1
+    window: int = 8
+    slot: int = 0
+    max_samples: int = 100_000
+    connect_timeout: float = 30.0
+
+
+@dataclass
+class _Ctl:
+    ready: Any
+    results: Any
+    go: Any
+    release: Any
+    times: Any  # shared doubles: start, end (time.monotonic())
+    complete: Any  # shared int64 per sub slot: highest seq delivered to all its conns
+    notify_r: int
+    notify_w: int
+    sub_slots: int
+
+
+def server_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """The unmasked frame a server sends for ``payload`` (what an echo returns)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def _loop_echo(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
+    payload = os.urandom(spec.size)
+    frames = [client_frame(payload) * k for k in range(spec.in_flight + 1)]
+    # Fast path: a recv that holds exactly k echoes and nothing else.
+    echoes = {len(e): (k, e) for k, e in
+              ((k, server_frame(payload) * k) for k in range(1, spec.in_flight + 1))}
+    ep = select.epoll()
+    by_fd = {c.sock.fileno(): c for c in conns}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    start, end = ctl.times[0], ctl.times[1]
+    while time.monotonic() < start:
+        time.sleep(min(0.01, max(0.0, start - time.monotonic())))
+    cpu0 = _cpu_self()
+    now_ns = time.monotonic_ns()
+    for c in conns:
+        c.sent.extend([now_ns] * spec.in_flight)
+        c.out += frames[spec.in_flight]
+        _flush_epoll(c, ep)
+    received = 0
+    errors = 0
+    rtts: list[int] = []
+    append = rtts.append
+    end_ns = int(end * 1e9)
+    mono_ns = time.monotonic_ns
+    epollout = select.EPOLLOUT
+    while True:
+        now_ns = mono_ns()
+        if now_ns >= end_ns:
+            break
+        for fd, ev in ep.poll(min(0.05, (end_ns - now_ns) / 1e9)):
+            c = by_fd[fd]
+            if ev & ~epollout:
+                try:
+                    data = c.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    errors += 1
+                    ep.unregister(fd)
+                    c.closed = True
+                    continue
+                if data:
+                    hit = None if c.buf else echoes.get(len(data))
+                    if hit is not None and data == hit[1]:
+                        got = hit[0]
+                    else:
+                        c.buf += data
+                        got = scan(c)
+                    if got:
+                        t = mono_ns()
+                        received += got
+                        sent = c.sent
+                        for _ in range(got):
+                            append(t - sent.popleft())
+                        sent.extend([t] * got)
+                        if c.out:
+                            c.out += frames[got]
+                        else:
+                            fr = frames[got]
+                            try:
+                                n = c.sock.send(fr)
+                            except BlockingIOError:
+                                n = 0
+                            except OSError:
+                                continue
+                            if n == len(fr):
+                                continue
+                            c.out += fr[n:]
+                            ep.modify(fd, select.EPOLLIN | epollout)
+                            continue
+            if c.out and not c.closed:
+                _flush_epoll(c, ep)
+    cpu = _cpu_self() - cpu0
+    if len(rtts) > spec.max_samples:
+        step = len(rtts) / spec.max_samples
+        rtts = [rtts[int(i * step)] for i in range(spec.max_samples)]
+    ep.close()
+    return {"received": received, "rtts": rtts, "cpu": cpu, "errors": errors}
+
+
+def _flush_epoll(conn: Conn, ep: select.epoll) -> None:
+    """Write what ``conn.out`` holds; watch EPOLLOUT exactly while some is left."""
+    try:
+        sent = conn.sock.send(conn.out)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        conn.closed = True
+        return
+    del conn.out[:sent]
+    ep.modify(conn.sock.fileno(),
+              select.EPOLLIN | (select.EPOLLOUT if conn.out else 0))
+
+
+def _loop_sub(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    start, end = ctl.times[0], ctl.times[1]
+    while time.monotonic() < start:
+        time.sleep(min(0.01, max(0.0, start - time.monotonic())))
+    cpu0 = _cpu_self()
+    start_ns, end_ns = int(start * 1e9), int(end * 1e9)
+    nconns = len(conns)
+    got: dict[int, int] = {}
+    arrive: dict[int, int] = {}  # seq -> time this process's last subscriber got it
+    next_seq = 0
+    delivered = 0
+    errors = 0
+    prefixes: list[bytes] = []
+    mono_ns = time.monotonic_ns
+    unpack = _SEQ.unpack
+    while True:
+        now_ns = mono_ns()
+        if now_ns >= end_ns:
+            break
+        advanced = False
+        for key, mask in sel.select(min(0.05, (end_ns - now_ns) / 1e9)):
+            c = key.data
+            if mask & selectors.EVENT_READ:
+                try:
+                    data = c.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    errors += 1
+                    sel.unregister(c.sock)
+                    c.closed = True
+                    continue
+                if data:
+                    c.buf += data
+                    prefixes.clear()
+                    n = scan(c, prefixes)
+                    if n:
+                        t = mono_ns()
+                        if start_ns <= t:
+                            delivered += n
+                        for p in prefixes:
+                            seq = unpack(p)[0]
+                            k = got.get(seq, 0) + 1
+                            got[seq] = k
+                            if k == nconns:
+                                arrive[seq] = t
+                                advanced = True
+            if c.out and not c.closed:
+                _flush(c, sel)
+        if advanced:
+            while got.get(next_seq, 0) == nconns:
+                del got[next_seq]
+                next_seq += 1
+            ctl.complete[spec.slot] = next_seq - 1
+            with contextlib.suppress(BlockingIOError):
+                os.write(ctl.notify_w, b"x")
+    cpu = _cpu_self() - cpu0
+    sel.close()
+    return {"delivered": delivered, "arrive": arrive, "cpu": cpu, "errors": errors,
+            "connections": nconns}
+
+
+def _loop_pub(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
+    (c,) = conns
+    sel = selectors.DefaultSelector()
+    sel.register(c.sock, selectors.EVENT_READ, c)
+    sel.register(ctl.notify_r, selectors.EVENT_READ, None)
+    start, end = ctl.times[0], ctl.times[1]
+    while time.monotonic() < start:
+        time.sleep(min(0.01, max(0.0, start - time.monotonic())))
+    cpu0 = _cpu_self()
+    end_ns = int(end * 1e9)
+    pad = os.urandom(max(0, spec.size - _SEQ.size))
+    published: dict[int, int] = {}
+    seq = 0
+    own = -1  # highest seq the publisher's own connection got back
+    prefixes: list[bytes] = []
+    mono_ns = time.monotonic_ns
+    complete = ctl.complete
+    slots = range(ctl.sub_slots)
+    errors = 0
+    while True:
+        now_ns = mono_ns()
+        if now_ns >= end_ns:
+            break
+        done = min(own, *(complete[i] for i in slots)) if ctl.sub_slots else own
+        n = spec.window - (seq - 1 - done)
+        if n > 0:
+            t = mono_ns()
+            for _ in range(n):
+                c.out += client_frame(_SEQ.pack(seq, t) + pad)
+                published[seq] = t
+                seq += 1
+            _flush(c, sel)
+        for key, mask in sel.select(min(0.05, (end_ns - now_ns) / 1e9)):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(ctl.notify_r, 65536)
+                continue
+            if mask & selectors.EVENT_READ:
+                try:
+                    data = c.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    errors += 1
+                    end_ns = 0
+                    break
+                if data:
+                    c.buf += data
+                    prefixes.clear()
+                    if scan(c, prefixes):
+                        own = _SEQ.unpack(prefixes[-1])[0]
+            if c.out:
+                _flush(c, sel)
+    cpu = _cpu_self() - cpu0
+    sel.close()
+    return {"published": published, "cpu": cpu, "errors": errors}
+
+
+def _loop_idle(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    errors = 0
+    while not ctl.release.is_set():
+        for key, _mask in sel.select(0.2):
+            c = key.data
+            try:
+                data = c.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                errors += 1
+                sel.unregister(c.sock)
+                continue
+            c.buf += data
+            scan(c)
+            if c.out:
+                _flush(c, sel)
+    sel.close()
+    return {"errors": errors}
+
+
+_LOOPS: dict[str, Callable[[Spec, list[Conn], _Ctl], dict[str, Any]]] = {
+    "echo": _loop_echo, "sub": _loop_sub, "pub": _loop_pub, "idle": _loop_idle,
+}
+
+
+def _child(spec: Spec, ctl: _Ctl) -> None:
+    raise_nofile()
+    try:
+        conns = open_connections(spec.host, spec.port, spec.path, spec.connections,
+                                 timeout=spec.connect_timeout)
+    except Exception as exc:
+        ctl.ready.put((spec.slot, spec.role, f"{type(exc).__name__}: {exc}"))
+        return
+    ctl.ready.put((spec.slot, spec.role, None))
+    try:
+        if spec.role != "idle":
+            ctl.go.wait(120)
+        result = _LOOPS[spec.role](spec, conns, ctl)
+    except Exception as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    result["role"] = spec.role
+    ctl.results.put(result)
+    ctl.release.wait(120)
+    for c in conns:
+        with contextlib.suppress(OSError):
+            c.sock.send(CLOSE_FRAME)
+        c.sock.close()
+
+
+# ------------------------------------------------------------------------- runners
+
+@dataclass
+class LoadResult:
+    duration: float
+    server_cpu: float  # CPU seconds of the server process over the window
+    load_cpu: float  # CPU seconds of all load processes over the window
+    other_cpu: float = 0.0  # CPU seconds of everything else on the machine
+    results: list[dict[str, Any]] = field(default_factory=list)
+    probe: dict[str, Any] = field(default_factory=dict)
+
+
+def split(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run_load(specs: list[Spec], *, server_pid: int, duration: float,
+             on_ready: Callable[[], dict[str, Any]] | None = None,
+             connect_timeout: float = 120.0) -> LoadResult:
+    """Start one process per spec; measure for ``duration`` seconds once all connected.
+
+    With ``on_ready`` (idle runs), call it once every connection is open and
+    return what it returned as ``probe``; no traffic is measured.
+    """
+    raise_nofile()
+    ctx = get_context("fork")
+    notify_r, notify_w = os.pipe()
+    os.set_blocking(notify_w, False)
+    os.set_blocking(notify_r, False)
+    sub_slots = sum(1 for s in specs if s.role == "sub")
+    ctl = _Ctl(ready=ctx.Queue(), results=ctx.Queue(), go=ctx.Event(), release=ctx.Event(),
+               times=ctx.Array("d", 2, lock=False),
+               complete=ctx.Array("q", [-1] * max(1, sub_slots), lock=False),
+               notify_r=notify_r, notify_w=notify_w, sub_slots=sub_slots)
+    procs = [ctx.Process(target=_child, args=(spec, ctl), daemon=True) for spec in specs]
+    for p in procs:
+        p.start()
+    try:
+        failures = []
+        deadline = time.monotonic() + connect_timeout
+        for _ in procs:
+            _slot, role, err = ctl.ready.get(timeout=max(0.1, deadline - time.monotonic()))
+            if err:
+                failures.append(f"{role}: {err}")
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        if on_ready is not None:
+            probe = on_ready()
+            ctl.release.set()
+            for _ in procs:
+                ctl.results.get(timeout=30)
+            return LoadResult(0.0, 0.0, 0.0, 0.0, [], probe)
+        start = time.monotonic() + 0.2
+        ctl.times[0], ctl.times[1] = start, start + duration
+        ctl.go.set()
+        time.sleep(max(0.0, start - time.monotonic()))
+        cpu0, busy0 = proc_cpu(server_pid), machine_busy()
+        time.sleep(max(0.0, start + duration - time.monotonic()))
+        cpu1, busy1 = proc_cpu(server_pid), machine_busy()
+        results = [ctl.results.get(timeout=duration + 30) for _ in procs]
+        errs = [r["error"] for r in results if "error" in r]
+        if errs:
+            raise RuntimeError("; ".join(errs))
+        load_cpu = sum(r["cpu"] for r in results)
+        other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - load_cpu)
+        return LoadResult(duration, cpu1 - cpu0, load_cpu, other, results)
+    finally:
+        ctl.release.set()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        os.close(notify_r)
+        os.close(notify_w)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def echo(host: str, port: int, *, server_pid: int, connections: int, in_flight: int,
+         size: int, duration: float, procs: int) -> dict[str, float]:
+    specs = [Spec("echo", host, port, "/echo", n, size=size, in_flight=in_flight, slot=i)
+             for i, n in enumerate(split(connections, procs))]
+    r = run_load(specs, server_pid=server_pid, duration=duration)
+    received = sum(x["received"] for x in r.results)
+    rtts = sorted(t for x in r.results for t in x["rtts"])
+    return {
+        "msg/s": received / duration,
+        "p50 ms": percentile(rtts, 50) / 1e6,
+        "p99 ms": percentile(rtts, 99) / 1e6,
+        "server cpu": r.server_cpu / duration,
+        "load cpu": r.load_cpu / duration,
+        "other cpu": r.other_cpu / duration,
+        "errors": sum(x["errors"] for x in r.results),
+    }
+
+
+def fanout(host: str, port: int, *, server_pid: int, subscribers: int, size: int,
+           window: int = 8, duration: float, procs: int) -> dict[str, float]:
+    subs = [Spec("sub", host, port, "/fanout", n, size=size, slot=i)
+            for i, n in enumerate(split(subscribers, procs))]
+    pub = Spec("pub", host, port, "/fanout", 1, size=size, window=window)
+    r = run_load([*subs, pub], server_pid=server_pid, duration=duration)
+    sub_results = [x for x in r.results if x["role"] == "sub"]
+    (pub_result,) = [x for x in r.results if x["role"] == "pub"]
+    published: dict[int, int] = pub_result["published"]
+    times: list[float] = []
+    for seq, t0 in published.items():
+        arrivals = [x["arrive"].get(seq) for x in sub_results]
+        if all(a is not None for a in arrivals):
+            times.append((max(arrivals) - t0) / 1e6)  # type: ignore[type-var]
+    times.sort()
+    delivered = sum(x["delivered"] for x in sub_results)
+    return {
+        "deliveries/s": delivered / duration,
+        "publishes/s": len(times) / duration,
+        "all p50 ms": percentile(times, 50),
+        "all p99 ms": percentile(times, 99),
+        "server cpu": r.server_cpu / duration,
+        "load cpu": r.load_cpu / duration,
+        "other cpu": r.other_cpu / duration,
+        "errors": sum(x["errors"] for x in r.results),
+    }
+
+
+def idle(host: str, port: int, *, server_pid: int, connections: int, procs: int,
+         settle: float = 2.0) -> dict[str, float]:
+    # Warm the server up (imports, first-connection allocations) before the baseline.
+    warm = open_connections(host, port, "/echo", 1)
+    warm[0].sock.setblocking(True)
+    warm[0].sock.sendall(client_frame(b"warm"))
+    warm[0].sock.recv(100)
+    time.sleep(0.3)
+    base = proc_status(server_pid)
+    t0 = time.monotonic()
+    opened: dict[str, float] = {}
+
+    def probe() -> dict[str, Any]:
+        opened["s"] = time.monotonic() - t0
+        time.sleep(settle)
+        return proc_status(server_pid)
+
+    # Thread-per-connection servers accept slowly: allow 10 ms per connection.
+    timeout = 30.0 + connections / 100
+    specs = [Spec("idle", host, port, "/echo", n, slot=i, connect_timeout=timeout)
+             for i, n in enumerate(split(connections, procs))]
+    r = run_load(specs, server_pid=server_pid, duration=0.0, on_ready=probe,
+                 connect_timeout=timeout + 10)
+    warm[0].sock.close()
+    after = r.probe
+    return {
+        "KB/conn": (after["rss"] - base["rss"]) / connections / 1024,
+        "threads": after["threads"],
+        "threads before": base["threads"],
+        "RSS MB": after["rss"] / 2**20,
+        "open s": opened["s"],
+    }

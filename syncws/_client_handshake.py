@@ -1,0 +1,356 @@
+"""The client's side of the opening handshake: URL parsing, the GET, the 101 checks.
+
+Blocking, but touches nothing beyond the socket it is handed; the caller owns
+threads and the connection that follows.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import secrets
+import socket
+import ssl as ssl_module
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+from wsproto.extensions import Extension, PerMessageDeflate
+
+from ._handshake import accept_key, header_tokens
+from ._http import Headers
+from .exceptions import HandshakeError
+
+logger = logging.getLogger("syncws")
+
+HeaderArg = Mapping[str, str] | Iterable[tuple[str, str]]
+
+# What a refused handshake keeps of the response body for HandshakeError.body.
+MAX_ERROR_BODY = 64 * 1024
+# h11 refuses a response head larger than this (a 101 is a few hundred bytes).
+MAX_RESPONSE_HEAD = 64 * 1024
+
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+
+# Set by the handshake itself; a user header could only break it.
+_RESERVED_HEADERS = frozenset({
+    "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+    "sec-websocket-extensions", "sec-websocket-protocol", "content-length",
+    "transfer-encoding",
+})
+
+# RFC 7230 token characters: what a subprotocol name may be made of.
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
+                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def make_deflate_extension() -> Extension:
+    """The permessage-deflate extension object the client hands to wsproto.
+
+    TODO(_deflate): wsproto's PerMessageDeflate inflates a frame without any
+    bound, so a small compressed frame can expand far past
+    ``max_payload_length`` before the client gets to count it. Swap this for
+    ``syncws._deflate``'s bounded extension once it lands; this function is
+    the only place that needs to change.
+    """
+    return PerMessageDeflate()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a ``ws://`` / ``wss://`` URL points."""
+
+    url: str
+    secure: bool
+    host: str  # for connect(): no brackets around IPv6 literals
+    port: int
+    resource: str  # path?query, as it goes on the request line
+    host_header: str
+
+
+def parse_url(url: object) -> Target:
+    """Split a WebSocket URL; ``ValueError`` (naming ``url``) for anything but ws/wss."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ValueError(f"url {url!r} contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"url {url!r} is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"url {url!r} must start with ws:// or wss://")
+    if "#" in url:
+        raise ValueError(f"url {url!r} must not have a #fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"url {url!r} carries credentials: pass an Authorization header")
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"url {url!r} has no host")
+    secure = scheme == "wss"
+    default_port = 443 if secure else 80
+    if port is None:
+        port = default_port
+    elif port == 0:
+        raise ValueError(f"url {url!r} has port 0")
+    ipv6 = ":" in host
+    if ipv6:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"url {url!r} has an invalid IPv6 address") from None
+    elif not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"url {url!r} has an invalid host name") from None
+    bracketed = f"[{host}]" if ipv6 else host
+    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return Target(url, secure, host, port, resource, host_header)
+
+
+def normalize_headers(headers: object) -> list[tuple[str, str]]:
+    """Check the user's extra request headers; ``ValueError``/``TypeError`` name ``headers``."""
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        pairs = list(headers.items())
+    elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes)):
+        pairs = list(headers)
+    else:
+        raise TypeError(f"headers must be a dict or a list of (name, value) pairs, "
+                        f"not {type(headers).__name__}")
+    checked: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError("headers must be (name, value) pairs")
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("headers must map str names to str values")
+        if not name or any(ch not in _TOKEN_CHARS for ch in name):
+            raise ValueError(f"headers: {name!r} is not a valid header name")
+        if any(ch in "\r\n\0" for ch in value):
+            raise ValueError(f"headers: the value of {name!r} contains CR, LF or NUL")
+        if name.lower() in _RESERVED_HEADERS:
+            hint = " (use subprotocols=)" if name.lower() == "sec-websocket-protocol" else ""
+            raise ValueError(f"headers: {name!r} is set by the handshake itself{hint}")
+        checked.append((name, value))
+    return checked
+
+
+def normalize_subprotocols(subprotocols: object, argument: str = "subprotocols") -> list[str]:
+    """A list of distinct subprotocol tokens; a bare str counts as one."""
+    if subprotocols is None:
+        return []
+    items = [subprotocols] if isinstance(subprotocols, str) else subprotocols
+    if not isinstance(items, Sequence):
+        raise TypeError(f"{argument} must be a str or a sequence of str, "
+                        f"not {type(subprotocols).__name__}")
+    result: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{argument} must contain str, not {type(item).__name__}")
+        if not item or any(ch not in _TOKEN_CHARS for ch in item):
+            raise ValueError(f"{argument}: {item!r} is not a valid subprotocol token")
+        if item in result:
+            raise ValueError(f"{argument}: {item!r} is listed twice")
+        result.append(item)
+    return result
+
+
+@dataclass
+class HandshakeResult:
+    """What the 101 settled."""
+
+    sock: socket.socket
+    protocol: str
+    headers: Headers
+    extension: Extension | None
+    extensions_header: str
+    trailing: bytes
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the opening handshake timed out")
+    return left
+
+
+def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotocols: list[str],
+                    timeout: float | None, deflate: bool,
+                    ssl: ssl_module.SSLContext | None) -> HandshakeResult:
+    """Connect, run TLS if ``wss``, and complete the opening handshake. Blocks.
+
+    Raises ``OSError`` (e.g. ``ConnectionRefusedError``) when the server cannot
+    be reached, ``ssl.SSLError`` (``ssl.SSLCertVerificationError`` for an
+    untrusted certificate) when TLS fails, ``TimeoutError`` when ``timeout``
+    passes, and ``HandshakeError`` when the server answers but refuses.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sock = socket.create_connection((target.host, target.port), timeout=_remaining(deadline))
+    try:
+        # Small frames (pongs, chat messages) must not wait for Nagle.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.secure:
+            context = ssl if ssl is not None else ssl_module.create_default_context()
+            sock.settimeout(_remaining(deadline))
+            sock = context.wrap_socket(sock, server_hostname=target.host)
+        result = _handshake(sock, target, headers, subprotocols, deflate, deadline)
+        sock.settimeout(None)
+        return result
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _handshake(sock: socket.socket, target: Target, extra: list[tuple[str, str]],
+               subprotocols: list[str], deflate: bool, deadline: float | None
+               ) -> HandshakeResult:
+    key = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
+    names = {name.lower() for name, _ in extra}
+    request_headers: list[tuple[str, str]] = []
+    if "host" not in names:
+        request_headers.append(("Host", target.host_header))
+    request_headers += [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    if subprotocols:
+        request_headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    if deflate:
+        request_headers.append(("Sec-WebSocket-Extensions", DEFLATE_OFFER))
+    if "user-agent" not in names:
+        request_headers.append(("User-Agent", "syncws"))
+    request_headers += extra
+
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
+    try:
+        data = conn.send(h11.Request(method="GET", target=target.resource,
+                                     headers=request_headers))
+        data += conn.send(h11.EndOfMessage()) or b""
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"headers or url make an invalid HTTP request: {exc}") from None
+    sock.settimeout(_remaining(deadline))
+    sock.sendall(data)
+
+    status = 0
+    response_headers = Headers()
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise HandshakeError(f"invalid HTTP response to the WebSocket handshake: {exc}",
+                                 status, bytes(body)) from None
+        if event is h11.NEED_DATA:
+            sock.settimeout(_remaining(deadline))
+            chunk = sock.recv(65536)
+            if not chunk and status == 0:
+                raise HandshakeError("the server closed the connection during the handshake")
+            conn.receive_data(chunk)
+            continue
+        if isinstance(event, h11.InformationalResponse):
+            if event.status_code != 101:
+                continue  # e.g. 100 Continue: the real answer follows
+            response_headers = _decode_headers(event.headers)
+            trailing, _ = conn.trailing_data
+            return _check_101(sock, key, response_headers, subprotocols, deflate,
+                              bytes(trailing))
+        if isinstance(event, h11.Response):
+            status = event.status_code
+            response_headers = _decode_headers(event.headers)
+        elif isinstance(event, h11.Data):
+            room = MAX_ERROR_BODY - len(body)
+            body += event.data[:room]
+            if len(body) >= MAX_ERROR_BODY:
+                break
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            break
+    raise HandshakeError(f"the server refused the WebSocket handshake with status {status}",
+                         status, bytes(body))
+
+
+def _decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+
+
+def _refuse(problem: str) -> HandshakeError:
+    return HandshakeError(f"invalid 101 response: {problem}", 101)
+
+
+def _check_101(sock: socket.socket, key: str, headers: Headers, subprotocols: list[str],
+               deflate: bool, trailing: bytes) -> HandshakeResult:
+    if not any(t.lower() == "websocket" for t in header_tokens(headers, "upgrade")):
+        raise _refuse("no 'Upgrade: websocket'")
+    if not any(t.lower() == "upgrade" for t in header_tokens(headers, "connection")):
+        raise _refuse("no 'Connection: Upgrade'")
+    if headers.get("sec-websocket-accept", "").strip() != accept_key(key):
+        raise _refuse("wrong Sec-WebSocket-Accept")
+
+    chosen = header_tokens(headers, "sec-websocket-protocol")
+    if len(chosen) > 1:
+        raise _refuse(f"the server chose several subprotocols {chosen}")
+    protocol = chosen[0] if chosen else ""
+    if protocol and protocol not in subprotocols:
+        raise _refuse(f"the server chose subprotocol {protocol!r}, which was not offered")
+
+    extension: Extension | None = None
+    accepted = [value.strip() for raw in headers.get_all("sec-websocket-extensions")
+                for value in raw.split(",") if value.strip()]
+    for value in accepted:
+        name, _, params = value.partition(";")
+        if name.strip().lower() != "permessage-deflate" or not deflate or extension is not None:
+            raise _refuse(f"the server accepted extension {value!r}, which was not offered")
+        extension = _finalize_deflate(params)
+    return HandshakeResult(sock, protocol, headers, extension, ", ".join(accepted), trailing)
+
+
+def _finalize_deflate(params: str) -> Extension:
+    """Check the server's permessage-deflate answer (RFC 7692 section 7.1) and apply it."""
+    seen: set[str] = set()
+    applied: list[str] = []
+    for raw in params.split(";"):
+        param = raw.strip()
+        if not param:
+            continue
+        name, has_value, value = (part.strip() for part in param.partition("="))
+        value = value.strip('"')
+        if name in seen:
+            raise _refuse(f"permessage-deflate parameter {name!r} repeated")
+        seen.add(name)
+        if name in ("server_no_context_takeover", "client_no_context_takeover"):
+            if has_value:
+                raise _refuse(f"permessage-deflate parameter {name!r} takes no value")
+            applied.append(name)
+        elif name in ("server_max_window_bits", "client_max_window_bits"):
+            if not (value.isdigit() and 8 <= int(value) <= 15):
+                raise _refuse(f"permessage-deflate {name}={value!r}")
+            bits = int(value)
+            if bits == 8 and name == "client_max_window_bits":
+                # zlib cannot compress raw deflate with a 256-byte window.
+                raise _refuse("permessage-deflate client_max_window_bits=8 is not supported")
+            # Inflating with a larger window than the sender used is always safe,
+            # and zlib's raw inflate wants at least 9 bits.
+            applied.append(f"{name}={max(bits, 9)}")
+        else:
+            raise _refuse(f"unknown permessage-deflate parameter {name!r}")
+    extension = make_deflate_extension()
+    answer = "; ".join(["permessage-deflate", *applied])
+    try:
+        extension.finalize(answer)
+    except ValueError as exc:
+        raise _refuse(f"permessage-deflate parameters: {exc}") from None
+    return extension

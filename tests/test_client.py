@@ -1,0 +1,974 @@
+"""The client: ``syncws.connect`` and ``syncws.WebSocket``.
+
+Every behaviour is checked against a real peer: syncws' own server
+(``make_server``), python-websockets' server (an independent implementation)
+or, where the wire itself must be inspected, a hand-written raw server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+from conftest import wait, wait_for
+from websockets.exceptions import ConnectionClosed as PeerClosed
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as websockets_serve
+
+import syncws
+from syncws._client_handshake import parse_url
+
+Echo = {"message": lambda ws, msg: ws.send(msg)}
+
+
+# -- python-websockets' server as an independent peer -----------------------------
+
+@pytest.fixture
+def ws_peer() -> Iterator[Callable[..., int]]:
+    """Start python-websockets servers on 127.0.0.1:0 in threads; returns their port."""
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def start(handler: Callable[[ServerConnection], None], **kwargs: Any) -> int:
+        server = websockets_serve(handler, "127.0.0.1", 0, **kwargs)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        port: int = server.socket.getsockname()[1]
+        return port
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(wait(5))
+
+
+def peer_echo(ws: ServerConnection) -> None:
+    for message in ws:
+        ws.send(message)
+
+
+# -- a raw server, to look at the client's bytes on the wire ----------------------
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class RawServer:
+    """Accept one connection and run ``script(sock, request_headers)`` on it in a thread."""
+
+    def __init__(self, script: Callable[[socket.socket, dict[str, str]], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.error: BaseException | None = None
+        self.script = script
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.listener.settimeout(wait(10))
+            sock, _ = self.listener.accept()
+            sock.settimeout(wait(10))
+            with sock:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return
+                    head += chunk
+                headers = {}
+                for line in head.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                self.script(sock, headers)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def join(self) -> None:
+        self.thread.join(wait(10))
+        assert not self.thread.is_alive(), "raw server script did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def accept_value(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+
+
+def send_101(sock: socket.socket, headers: dict[str, str], extra: str = "",
+             accept: str | None = None) -> None:
+    accept = accept if accept is not None else accept_value(headers["sec-websocket-key"])
+    sock.sendall((f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
+                 .encode())
+
+
+def read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def read_client_frame(sock: socket.socket) -> tuple[int, bool, bytes, bytes]:
+    """(opcode, masked, masking key, unmasked payload) of the client's next frame."""
+    b0, b1 = read_exact(sock, 2)
+    length = b1 & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", read_exact(sock, 2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", read_exact(sock, 8))[0]
+    masked = bool(b1 & 0x80)
+    key = read_exact(sock, 4) if masked else b""
+    payload = read_exact(sock, length)
+    if masked:
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return b0 & 0x0F, masked, key, payload
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("url", "secure", "host", "port", "resource", "host_header"), [
+    ("ws://example.com", False, "example.com", 80, "/", "example.com"),
+    ("ws://example.com:8080/chat?room=1&x=2", False, "example.com", 8080, "/chat?room=1&x=2",
+     "example.com:8080"),
+    ("wss://example.com/a/b", True, "example.com", 443, "/a/b", "example.com"),
+    ("WSS://Example.COM:443?q", True, "example.com", 443, "/?q", "example.com"),
+    ("ws://[::1]:3000/", False, "::1", 3000, "/", "[::1]:3000"),
+    ("wss://[2001:db8::1]/p", True, "2001:db8::1", 443, "/p", "[2001:db8::1]"),
+])
+def test_url_forms(url: str, secure: bool, host: str, port: int, resource: str,
+                   host_header: str) -> None:
+    target = parse_url(url)
+    assert (target.secure, target.host, target.port, target.resource, target.host_header) == \
+        (secure, host, port, resource, host_header)
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/", "https://example.com/", "ftp://example.com/", "example.com",
+    "ws://", "ws:///path", "ws://example.com/#frag", "ws://example.com:99999/",
+    "ws://example.com:abc/", "ws://[::1/", "ws://[not-ipv6]/", "ws://user:pw@example.com/",
+    "ws://exa mple.com/", "",
+])
+def test_bad_urls_raise_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match="url"):
+        syncws.connect(url)
+    with pytest.raises(ValueError, match="url"):
+        syncws.WebSocket(url)
+
+
+def test_bad_arguments_fail_at_once() -> None:
+    url = "ws://127.0.0.1:9/"
+    with pytest.raises(ValueError, match="headers"):
+        syncws.connect(url, headers={"X-Evil": "a\r\nb"})
+    with pytest.raises(ValueError, match="headers"):
+        syncws.connect(url, headers={"Sec-WebSocket-Key": "x"})
+    with pytest.raises(ValueError, match="subprotocols"):
+        syncws.connect(url, subprotocols=["a b"])
+    with pytest.raises(ValueError, match="max_payload_length"):
+        syncws.connect(url, max_payload_length=0)
+    with pytest.raises(TypeError, match="per_message_deflate"):
+        syncws.connect(url, per_message_deflate="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ssl"):
+        syncws.connect(url, ssl=ssl.create_default_context())
+    with pytest.raises(ValueError, match="protocols"):
+        syncws.WebSocket(url, protocols=["x", "x"])
+
+
+# -- connect() against syncws' server ----------------------------------------------
+
+def test_echo_text_and_binary_syncws(make_server: Any) -> None:
+    server = make_server(websocket=Echo)
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        assert ws.ready_state is syncws.ReadyState.OPEN
+        ws.send("héllo")
+        assert ws.recv(timeout=wait(5)) == "héllo"
+        ws.send(b"\x00\xff" * 40000)
+        assert ws.recv(timeout=wait(5)) == b"\x00\xff" * 40000
+        ws.send("")
+        assert ws.recv(timeout=wait(5)) == ""
+        with pytest.raises(TypeError):
+            ws.send(123)  # type: ignore[arg-type]
+    assert ws.ready_state is syncws.ReadyState.CLOSED
+    assert (ws.close_code, ws.close_reason) == (1000, "")
+
+
+def test_iteration_ends_quietly_on_normal_close(make_server: Any) -> None:
+    def on_open(ws: Any) -> None:
+        for word in ("a", "b", "c"):
+            ws.send(word)
+        ws.close()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        assert list(ws) == ["a", "b", "c"]
+        assert ws.close_code == 1000
+        with pytest.raises(syncws.ConnectionClosed) as info:
+            ws.recv(timeout=wait(5))
+        assert info.value.code == 1000
+
+
+def test_server_close_4001_raises_connection_closed(make_server: Any) -> None:
+    def on_open(ws: Any) -> None:
+        ws.send("last words")
+        ws.close(4001, "go away")
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    ws = syncws.connect(f"ws://127.0.0.1:{server.port}/")
+    received = []
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        for message in ws:
+            received.append(message)
+    assert received == ["last words"]
+    assert (info.value.code, info.value.reason) == (4001, "go away")
+    assert (ws.close_code, ws.close_reason) == (4001, "go away")
+    with pytest.raises(syncws.ConnectionClosed):
+        ws.send("too late")
+    ws.close()  # a no-op once closed
+
+
+def test_client_close_code_and_reason_reach_server(make_server: Any) -> None:
+    closed: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closed.append((code, reason))
+        done.set()
+
+    server = make_server(websocket={"message": lambda ws, m: None, "close": on_close})
+    ws = syncws.connect(f"ws://127.0.0.1:{server.port}/")
+    ws.close(4000, "bye")
+    assert done.wait(wait(5))
+    assert closed == [(4000, "bye")]
+    assert (ws.close_code, ws.close_reason) == (4000, "bye")
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    assert info.value.code == 4000
+    with pytest.raises(ValueError):
+        ws.close(1005)
+
+
+def test_close_arguments_are_checked(make_server: Any) -> None:
+    server = make_server(websocket=Echo)
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        with pytest.raises(ValueError, match="1006"):
+            ws.close(1006)
+        with pytest.raises(ValueError, match="123"):
+            ws.close(1000, "x" * 124)
+        ws.send("still open")
+        assert ws.recv(timeout=wait(5)) == "still open"
+
+
+def test_headers_and_subprotocol_reach_syncws_server(make_server: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        seen["authorization"] = req.headers.get("authorization")
+        seen["x-many"] = req.headers.get_all("x-many")
+        seen["offered"] = req.headers.get("sec-websocket-protocol")
+        seen["path"], seen["query"] = req.path, req.query
+        server.upgrade(req, headers={"Sec-WebSocket-Protocol": "chat", "X-Reply": "yes"})
+
+    server = make_server(fetch, Echo)
+    url = f"ws://127.0.0.1:{server.port}/room?name=ann"
+    with syncws.connect(url, headers=[("Authorization", "Bearer token"), ("X-Many", "1"),
+                                      ("X-Many", "2")],
+                        subprotocols=["superchat", "chat"]) as ws:
+        assert ws.protocol == "chat"
+        assert ws.response_headers["x-reply"] == "yes"
+    assert seen == {"authorization": "Bearer token", "x-many": ["1", "2"],
+                    "offered": "superchat, chat", "path": "/room", "query": {"name": "ann"}}
+
+
+def test_refused_handshake_raises_handshake_error(make_server: Any) -> None:
+    server = make_server(lambda req, srv: syncws.Response("Forbidden here", status=403),
+                         Echo)
+    with pytest.raises(syncws.HandshakeError) as info:
+        syncws.connect(f"ws://127.0.0.1:{server.port}/")
+    assert info.value.status == 403
+    assert info.value.body == b"Forbidden here"
+    assert isinstance(info.value, ValueError)
+
+
+def test_payload_too_big(make_server: Any) -> None:
+    closed: list[int] = []
+    done = threading.Event()
+
+    def on_open(ws: Any) -> None:
+        ws.send(b"y" * 1000)  # exactly the limit: delivered
+        ws.send(b"x" * 1001)
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closed.append(code)
+        done.set()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None,
+                                    "close": on_close})
+    ws = syncws.connect(f"ws://127.0.0.1:{server.port}/", max_payload_length=1000)
+    assert ws.recv(timeout=wait(5)) == b"y" * 1000
+    with pytest.raises(syncws.PayloadTooBig):
+        ws.recv(timeout=wait(5))
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    assert info.value.code == 1009
+    assert done.wait(wait(5))
+    assert closed == [1009]
+
+
+def test_fragmented_text_over_limit_is_refused(ws_peer: Any) -> None:
+    def handler(ws: ServerConnection) -> None:
+        ws.send(iter(["é" * 300, "é" * 300]))  # 1200 UTF-8 bytes in two frames
+        ws.recv()
+
+    port = ws_peer(handler, compression=None)
+    ws = syncws.connect(f"ws://127.0.0.1:{port}/", max_payload_length=1100)
+    with pytest.raises(syncws.PayloadTooBig):
+        ws.recv(timeout=wait(5))
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    assert info.value.code == 1009
+
+
+def test_recv_timeout(make_server: Any) -> None:
+    server = make_server(websocket=Echo)
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.05)
+        ws.send("after")
+        assert ws.recv(timeout=wait(5)) == "after"
+
+
+def test_connection_refused_raises_oserror() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, never listening: connect is refused
+        with pytest.raises(ConnectionRefusedError):
+            syncws.connect(f"ws://127.0.0.1:{holder.getsockname()[1]}/", timeout=wait(5))
+
+
+def test_concurrent_senders_and_a_receiver(make_server: Any) -> None:
+    server = make_server(websocket=Echo)
+    threads_n, per_thread = 4, 150
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        received: list[str | bytes] = []
+        reader = threading.Thread(
+            target=lambda: received.extend(ws.recv(timeout=wait(10))
+                                           for _ in range(threads_n * per_thread)))
+        reader.start()
+
+        def sender(n: int) -> None:
+            for i in range(per_thread):
+                ws.send(f"{n}:{i}:" + "z" * (i * 37 % 3000))
+
+        senders = [threading.Thread(target=sender, args=(n,)) for n in range(threads_n)]
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join(wait(20))
+        reader.join(wait(20))
+    assert len(received) == threads_n * per_thread
+    for n in range(threads_n):
+        mine = [str(m).split(":")[1] for m in received if str(m).startswith(f"{n}:")]
+        assert mine == [str(i) for i in range(per_thread)]  # each sender's order kept
+
+
+def test_inbox_is_bounded_and_reading_resumes(make_server: Any) -> None:
+    """A client that does not recv stops reading: the data backs up on the server."""
+    chunk = b"q" * (256 * 1024)
+    count = 128  # 32 MiB: far more than the kernel buffers and the inbox together
+    opened = threading.Event()
+    holder: list[Any] = []
+
+    def on_open(ws: Any) -> None:
+        holder.append(ws)
+        for _ in range(count):
+            ws.send(chunk)
+        opened.set()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None,
+                                    "backpressure_limit": 64 * 1024 * 1024,
+                                    "idle_timeout": 0})
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        assert opened.wait(wait(10))
+        server_ws = holder[0]
+        # Nothing is received, so the client must leave most of it on the server.
+        wait_for(lambda: server_ws.buffered_amount > 8 * 1024 * 1024, 5,
+                 "data to back up on the server")
+        inbox_bytes = ws._inbox._bytes
+        assert inbox_bytes <= 1024 * 1024 + 65536
+        for _ in range(count):
+            assert ws.recv(timeout=wait(10)) == chunk
+        wait_for(lambda: server_ws.buffered_amount == 0, 5, "the server buffer to drain")
+
+
+def test_client_ping_is_answered(make_server: Any, ws_peer: Any) -> None:
+    server = make_server(websocket=Echo)
+    for port in (server.port, ws_peer(peer_echo)):
+        with syncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+            first, second = ws.ping(b"one"), ws.ping("two")
+            assert second.wait(wait(5))
+            assert first.wait(wait(5))
+            with pytest.raises(ValueError):
+                ws.ping(b"x" * 126)
+
+
+# -- connect() against python-websockets' server ------------------------------------
+
+def test_echo_and_iteration_with_python_websockets(ws_peer: Any) -> None:
+    port = ws_peer(peer_echo)
+    with syncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        for message in ("text", b"\x01\x02binary", "é" * 70000, b""):
+            ws.send(message)
+            assert ws.recv(timeout=wait(5)) == message
+    assert ws.close_code == 1000
+
+    def speak_then_close(ws: ServerConnection) -> None:
+        ws.send("one")
+        ws.send(b"two")
+        ws.send(iter(["thr", "ee"]))  # a fragmented message
+        ws.close(1001, "going")
+
+    port = ws_peer(speak_then_close)
+    with syncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        assert list(ws) == ["one", b"two", "three"]
+        assert (ws.close_code, ws.close_reason) == (1001, "going")
+
+
+def test_close_codes_both_ways_with_python_websockets(ws_peer: Any) -> None:
+    port = ws_peer(lambda ws: ws.close(4001, "not you"))
+    ws = syncws.connect(f"ws://127.0.0.1:{port}/")
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    assert (info.value.code, info.value.reason) == (4001, "not you")
+
+    seen: dict[str, Any] = {}
+    done = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(PeerClosed):
+            for _ in ws:
+                pass
+        seen["code"], seen["reason"] = ws.close_code, ws.close_reason
+        done.set()
+
+    port = ws_peer(handler)
+    ws = syncws.connect(f"ws://127.0.0.1:{port}/")
+    ws.close(4000, "bye")
+    assert done.wait(wait(5))
+    assert seen == {"code": 4000, "reason": "bye"}
+
+
+def test_headers_and_subprotocol_reach_python_websockets(ws_peer: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen["authorization"] = ws.request.headers.get("Authorization")
+        seen["path"] = ws.request.path
+        seen["subprotocol"] = ws.subprotocol
+        ws.send("ok")
+        ws.recv()
+
+    port = ws_peer(handler, subprotocols=["chat"])
+    with syncws.connect(f"ws://127.0.0.1:{port}/p?q=1",
+                        headers={"Authorization": "Bearer token"},
+                        subprotocols=["superchat", "chat"]) as ws:
+        assert ws.recv(timeout=wait(5)) == "ok"
+        assert ws.protocol == "chat"
+    assert seen == {"authorization": "Bearer token", "path": "/p?q=1", "subprotocol": "chat"}
+
+
+def test_handshake_error_from_python_websockets(ws_peer: Any) -> None:
+    def process_request(connection: ServerConnection, request: Any) -> Any:
+        return connection.respond(403, "no entry\n")
+
+    port = ws_peer(peer_echo, process_request=process_request)
+    with pytest.raises(syncws.HandshakeError) as info:
+        syncws.connect(f"ws://127.0.0.1:{port}/")
+    assert info.value.status == 403
+    assert info.value.body == b"no entry\n"
+
+
+def test_deflate_negotiated_with_python_websockets(ws_peer: Any) -> None:
+    seen: list[Any] = []
+
+    def handler(ws: ServerConnection) -> None:
+        seen.append([type(e).__name__ for e in ws.protocol.extensions])
+        peer_echo(ws)
+
+    port = ws_peer(handler)  # compression="deflate" is its default
+    text = "compress me please " * 5000
+    with syncws.connect(f"ws://127.0.0.1:{port}/", per_message_deflate=True) as ws:
+        assert ws.extensions.startswith("permessage-deflate")
+        for _ in range(3):  # context takeover: later messages reuse the window
+            ws.send(text)
+            assert ws.recv(timeout=wait(5)) == text
+            ws.send(text.encode())
+            assert ws.recv(timeout=wait(5)) == text.encode()
+    assert seen == [["PerMessageDeflate"]]
+
+    # Not asked for: not offered.
+    seen.clear()
+    with syncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        assert ws.extensions == ""
+        ws.send("plain")
+        assert ws.recv(timeout=wait(5)) == "plain"
+    assert seen == [[]]
+
+
+def test_deflate_with_syncws_server(make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m, compress=True),
+                                    "per_message_deflate": True})
+    text = "squeeze " * 4000
+    with syncws.connect(f"ws://127.0.0.1:{server.port}/", per_message_deflate=True) as ws:
+        assert ws.extensions.startswith("permessage-deflate")
+        for message in (text, text.encode(), "short", b""):
+            ws.send(message)
+            assert ws.recv(timeout=wait(5)) == message
+
+
+def test_server_pings_are_answered(ws_peer: Any) -> None:
+    result: list[bool] = []
+
+    def handler(ws: ServerConnection) -> None:
+        result.append(ws.ping(b"are you there").wait(wait(5)))
+        ws.send("done")
+        ws.recv()
+
+    port = ws_peer(handler)
+    with syncws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        assert ws.recv(timeout=wait(5)) == "done"
+    assert result == [True]
+
+
+# -- the bytes on the wire (raw server) --------------------------------------------
+
+def test_frames_are_masked_with_fresh_keys_and_close_is_echoed() -> None:
+    seen: dict[str, Any] = {}
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        seen["headers"] = headers
+        send_101(sock, headers)
+        frames = [read_client_frame(sock) for _ in range(3)]
+        seen["frames"] = frames
+        sock.sendall(server_frame(0x9, b"pp"))  # ping
+        seen["pong"] = read_client_frame(sock)
+        sock.sendall(server_frame(0x8, struct.pack("!H", 4003) + b"raw bye"))
+        seen["echo"] = read_client_frame(sock)
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/w")
+    for _ in range(3):
+        ws.send("same payload")
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    raw.join()
+    assert (info.value.code, info.value.reason) == (4003, "raw bye")
+    headers = seen["headers"]
+    assert headers["upgrade"] == "websocket" and headers["sec-websocket-version"] == "13"
+    assert len(base64.b64decode(headers["sec-websocket-key"])) == 16
+    assert headers["host"] == f"127.0.0.1:{raw.port}"
+    frames = seen["frames"]
+    assert all(opcode == 0x1 and masked and payload == b"same payload"
+               for opcode, masked, _, payload in frames)
+    assert len({key for _, _, key, _ in frames}) == 3
+    assert seen["pong"][0] == 0xA and seen["pong"][1] and seen["pong"][3] == b"pp"
+    opcode, masked, _, payload = seen["echo"]
+    assert opcode == 0x8 and masked and payload[:2] == struct.pack("!H", 4003)
+
+
+@pytest.mark.parametrize(("reply", "problem"), [
+    ("wrong-accept", "Sec-WebSocket-Accept"),
+    ("unoffered-protocol", "subprotocol"),
+    ("unoffered-extension", "extension"),
+    ("no-upgrade", "Upgrade"),
+])
+def test_bad_101_is_refused(reply: str, problem: str) -> None:
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        if reply == "wrong-accept":
+            send_101(sock, headers, accept=accept_value("x" * 24))
+        elif reply == "unoffered-protocol":
+            send_101(sock, headers, "Sec-WebSocket-Protocol: other\r\n")
+        elif reply == "unoffered-extension":
+            send_101(sock, headers, "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        else:
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: "
+                         + accept_value(headers["sec-websocket-key"]).encode() + b"\r\n\r\n")
+
+    raw = RawServer(script)
+    with pytest.raises(syncws.HandshakeError, match=problem) as info:
+        syncws.connect(f"ws://127.0.0.1:{raw.port}/", subprotocols=["chat"])
+    assert info.value.status == 101
+    raw.join()
+
+
+def test_server_that_hangs_up_or_stalls() -> None:
+    raw = RawServer(lambda sock, headers: None)  # reads the request, closes
+    with pytest.raises(syncws.HandshakeError) as info:
+        syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    assert info.value.status == 0
+    raw.join()
+
+    release = threading.Event()
+    raw = RawServer(lambda sock, headers: release.wait(wait(10)) and None)
+    try:
+        with pytest.raises(TimeoutError):
+            syncws.connect(f"ws://127.0.0.1:{raw.port}/", timeout=0.2)
+    finally:
+        release.set()
+    raw.join()
+
+
+def test_tcp_drop_gives_1006() -> None:
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(server_frame(0x1, b"bye"))
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    assert ws.recv(timeout=wait(5)) == "bye"
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        list(ws)
+    assert info.value.code == 1006
+    raw.join()
+
+
+def test_protocol_error_closes_with_1002() -> None:
+    seen: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(bytes([0x83, 0]))  # reserved opcode 3
+        seen.append(read_client_frame(sock))
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    raw.join()
+    assert info.value.code == 1002
+    assert seen[0][0] == 0x8 and seen[0][3][:2] == struct.pack("!H", 1002)
+
+
+# -- IPv6 ------------------------------------------------------------------------------
+
+def _has_ipv6() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback")
+def test_ipv6_literal(make_server: Any) -> None:
+    hosts: list[str] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        hosts.append(req.headers["host"])
+        server.upgrade(req)
+
+    server = make_server(fetch, Echo, hostname="::1")
+    with syncws.connect(f"ws://[::1]:{server.port}/v6") as ws:
+        ws.send("six")
+        assert ws.recv(timeout=wait(5)) == "six"
+    assert hosts == [f"[::1]:{server.port}"]
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls() -> dict[str, Any]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return {"server": server_context, "client": client_context}
+
+
+def test_wss_echo_through_python_websockets(ws_peer: Any, tls: dict[str, Any]) -> None:
+    port = ws_peer(peer_echo, ssl=tls["server"])
+    with syncws.connect(f"wss://127.0.0.1:{port}/secure", ssl=tls["client"]) as ws:
+        for message in ("over tls", b"\x00" * 100000):
+            ws.send(message)
+            assert ws.recv(timeout=wait(5)) == message
+    assert ws.close_code == 1000
+
+    done = threading.Event()
+    with syncws.connect(f"wss://localhost:{port}/", ssl=tls["client"],
+                        per_message_deflate=True) as ws:
+        def spam() -> None:  # sends on one thread while another receives
+            for i in range(200):
+                ws.send(f"m{i}")
+            done.set()
+
+        sender = threading.Thread(target=spam)
+        sender.start()
+        assert [ws.recv(timeout=wait(5)) for _ in range(200)] == [f"m{i}" for i in range(200)]
+        sender.join(wait(5))
+    assert done.is_set()
+
+
+def test_untrusted_certificate_is_refused_by_default(ws_peer: Any, tls: dict[str, Any]) -> None:
+    port = ws_peer(peer_echo, ssl=tls["server"])
+    with pytest.raises(ssl.SSLCertVerificationError):
+        syncws.connect(f"wss://127.0.0.1:{port}/", timeout=wait(5))
+
+
+# -- the event API (syncws.WebSocket) --------------------------------------------------
+
+class Recorder:
+    """Collects events; ``closed`` is set by the close event."""
+
+    def __init__(self, ws: syncws.WebSocket,
+                 on_message: Callable[[syncws.MessageEvent], None] | None = None) -> None:
+        self.events: list[Any] = []
+        self.open_state: syncws.ReadyState | None = None
+        self.threads: list[threading.Thread] = []
+        self.closed = threading.Event()
+        self.ws = ws
+        self.on_message = on_message
+        ws.add_event_listener("open", self.open)
+        ws.add_event_listener("message", self.message)
+        ws.add_event_listener("error", self.error)
+        ws.add_event_listener("close", self.close)
+
+    def open(self, event: syncws.Event) -> None:
+        self.threads.append(threading.current_thread())
+        self.events.append(("open",))
+        self.open_state = self.ws.ready_state
+
+    def message(self, event: syncws.MessageEvent) -> None:
+        self.threads.append(threading.current_thread())
+        self.events.append(("message", event.data))
+        if self.on_message is not None:
+            self.on_message(event)
+
+    def error(self, event: syncws.ErrorEvent) -> None:
+        self.events.append(("error", type(event.error).__name__))
+
+    def close(self, event: syncws.CloseEvent) -> None:
+        self.threads.append(threading.current_thread())
+        self.events.append(("close", event.code, event.reason, event.was_clean))
+        self.closed.set()
+
+
+def test_event_api_order_open_messages_close(make_server: Any) -> None:
+    def on_open(ws: Any) -> None:
+        ws.send("one")
+        ws.send(b"two")
+        ws.close(4002, "srv-bye")
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    assert ws.ready_state is syncws.ReadyState.CONNECTING
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(10))
+    assert recorder.events == [("open",), ("message", "one"),
+                               ("message", b"two"), ("close", 4002, "srv-bye", True)]
+    assert ws.ready_state is syncws.ReadyState.CLOSED
+    names = {thread.name for thread in recorder.threads}
+    assert len(names) == 1 and names.pop().startswith("syncws-client-")
+    assert not recorder.threads[0].daemon
+    recorder.threads[0].join(wait(5))
+    assert not recorder.threads[0].is_alive()
+
+
+def test_event_api_send_headers_and_client_close(make_server: Any) -> None:
+    seen: dict[str, Any] = {}
+    server_closed = threading.Event()
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        seen["authorization"] = req.headers.get("authorization")
+        server.upgrade(req, headers={"Sec-WebSocket-Protocol": "chat"})
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        seen["close"] = (code, reason)
+        server_closed.set()
+
+    server = make_server(fetch, {"message": lambda ws, m: ws.send(m), "close": on_close})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/",
+                          headers={"Authorization": "Bearer token"}, protocols="chat")
+    with pytest.raises(syncws.InvalidStateError):
+        ws.send("too early")
+
+    def echo_then_close(event: syncws.MessageEvent) -> None:
+        if event.data == "Hello":
+            ws.send(b"again")
+        else:
+            ws.close(4000, "bye")
+            assert ws.ready_state is syncws.ReadyState.CLOSING
+
+    recorder = Recorder(ws, echo_then_close)
+    ws.add_event_listener("open", lambda event: ws.send("Hello"))
+    assert recorder.closed.wait(wait(10))
+    assert server_closed.wait(wait(5))
+    assert recorder.events == [("open",), ("message", "Hello"),
+                               ("message", b"again"), ("close", 4000, "bye", True)]
+    assert seen == {"authorization": "Bearer token", "close": (4000, "bye")}
+    assert recorder.open_state is syncws.ReadyState.OPEN
+    assert ws.protocol == "chat"
+    ws.send("after close: dropped quietly")
+
+
+def test_event_api_refused_connection_gives_error_then_close() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{holder.getsockname()[1]}/")
+        recorder = Recorder(ws)
+        assert recorder.closed.wait(wait(10))
+    assert recorder.events == [("error", "ConnectionRefusedError"), ("close", 1006, "", False)]
+    assert ws.ready_state is syncws.ReadyState.CLOSED
+
+
+def test_event_api_handshake_refused_and_tcp_drop(make_server: Any) -> None:
+    server = make_server(lambda req, srv: syncws.Response("no", status=403), Echo)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(10))
+    assert recorder.events == [("error", "HandshakeError"), ("close", 1006, "", False)]
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(server_frame(0x1, b"last"))
+
+    raw = RawServer(script)  # drops TCP without a closing handshake
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(10))
+    raw.join()
+    assert recorder.events == [("open",), ("message", "last"), ("close", 1006, "", False)]
+
+
+def test_events_are_held_until_a_listener_is_added(make_server: Any) -> None:
+    def on_open(ws: Any) -> None:
+        ws.send("m1")
+        ws.send("m2")
+        ws.close()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    closed = threading.Event()
+    late: list[Any] = []
+    ws.add_event_listener("close", lambda event: closed.set())
+    assert closed.wait(wait(10))
+    # The connection is over; open and the messages were held for us.
+    got_open, got_messages = threading.Event(), threading.Event()
+
+    def on_message(event: syncws.MessageEvent) -> None:
+        late.append((event.data, threading.current_thread().name))
+        if len(late) == 2:
+            got_messages.set()
+
+    ws.add_event_listener("open", lambda event: got_open.set())
+    ws.add_event_listener("message", on_message)
+    assert got_open.wait(wait(5))
+    assert got_messages.wait(wait(5))
+    assert [data for data, _ in late] == ["m1", "m2"]
+    assert all(name.startswith("syncws-client-") for _, name in late)
+
+
+def test_a_listener_exception_does_not_stop_delivery(make_server: Any,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    def on_open(ws: Any) -> None:
+        ws.send("a")
+        ws.send("b")
+        ws.close()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+
+    def broken(event: syncws.MessageEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    ws.add_event_listener("message", broken)
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(10))
+    assert [e for e in recorder.events if e[0] == "message"] == [("message", "a"),
+                                                                 ("message", "b")]
+    assert "listener bug" in caplog.text
+
+
+def test_script_with_only_listeners_stays_alive_until_close(make_server: Any) -> None:
+    opened = threading.Event()
+    sockets: list[Any] = []
+
+    def on_open(ws: Any) -> None:
+        sockets.append(ws)
+        opened.set()
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    script = textwrap.dedent(f"""
+        import syncws
+        ws = syncws.WebSocket("ws://127.0.0.1:{server.port}/")
+        ws.add_event_listener("message", lambda event: print("message", event.data, flush=True))
+        ws.add_event_listener("close", lambda event: print("close", event.code, flush=True))
+        print("main done", flush=True)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "main done\n"
+        assert opened.wait(wait(10))
+        assert proc.poll() is None  # the main thread is done, the process is not
+        sockets[0].send("hello")
+        assert proc.stdout.readline() == "message hello\n"
+        sockets[0].close(1000)
+        out, err = proc.communicate(timeout=wait(15))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert out == "close 1000\n", err
+    assert proc.returncode == 0
+
+
+def test_client_example(make_server: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        seen["authorization"] = req.headers.get("authorization")
+        server.upgrade(req)
+
+    def on_message(ws: Any, message: str | bytes) -> None:
+        seen["message"] = message
+        ws.send("Hi from the server")
+        ws.close(1000, "done")
+
+    server = make_server(fetch, {"message": on_message})
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "client.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, example, f"ws://127.0.0.1:{server.port}"],
+                          capture_output=True, text=True, env=env, timeout=wait(20))
+    assert proc.stdout == "Hi from the server\n1000 done\n", proc.stderr
+    assert proc.returncode == 0
+    assert seen == {"authorization": "Bearer token", "message": "Hello"}
