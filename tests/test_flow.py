@@ -127,7 +127,8 @@ def test_idle_timeout_without_pings_closes_silent_peer(make_server: Any) -> None
 
 def test_idle_timeout_with_pings_keeps_live_peer(make_server: Any) -> None:
     rec = Sockets()
-    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=True))
+    # 2 s: the pong has a whole second to come back even on a loaded machine.
+    server = make_server(websocket=rec.spec(idle_timeout=2, send_pings=True))
     with connect(f"ws://127.0.0.1:{server.port}/") as client:
         assert not rec.closed.wait(5)  # python-websockets answers the pings
         client.send("still here")
