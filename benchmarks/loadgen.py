@@ -584,14 +584,11 @@ def run_load(specs: list[Spec], *, server_pid: int, duration: float,
     for p in procs:
         p.start()
     try:
-        failures = []
         deadline = time.monotonic() + connect_timeout
         for _ in procs:
             _slot, role, err = ctl.ready.get(timeout=max(0.1, deadline - time.monotonic()))
-            if err:
-                failures.append(f"{role}: {err}")
-        if failures:
-            raise RuntimeError("; ".join(failures))
+            if err:  # fail fast: the other processes are killed below
+                raise RuntimeError(f"{role}: {err}")
         if on_ready is not None:
             probe = on_ready()
             ctl.release.set()

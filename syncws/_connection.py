@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from ._buffer import OutboundBuffer
 from ._loop import READ, WRITE, EventLoop
+from ._tls import WOULD_BLOCK
+
+# How much one TLS write may join together (TLS sockets cannot sendmsg).
+TLS_WRITE_SIZE = 256 * 1024
 
 if TYPE_CHECKING:
     import threading
@@ -83,7 +88,7 @@ class SocketConnection:
             return
         try:
             sent = self.send_chunks(chunks)
-        except (BlockingIOError, InterruptedError):
+        except WOULD_BLOCK:
             sent = 0
         except OSError as exc:
             self.connection_lost(exc)
@@ -103,7 +108,35 @@ class SocketConnection:
     def send_chunks(self, chunks: list[bytes | memoryview]) -> int:
         if len(chunks) == 1:
             return self.sock.send(chunks[0])
+        if isinstance(self.sock, ssl.SSLSocket):
+            # TLS sockets have no sendmsg(): join up to a bounded size instead.
+            size = count = 0
+            while count < len(chunks) and size < TLS_WRITE_SIZE:
+                size += len(chunks[count])
+                count += 1
+            return self.sock.send(b"".join(chunks[:count]))
         return self.sock.sendmsg(chunks)
+
+    def read(self) -> memoryview | None:
+        """Read what the socket has into the loop's buffer (loop thread).
+
+        Returns the bytes read (empty at end of stream), or None when there
+        was nothing to read or the connection failed (``connection_lost``
+        has then been called).
+        """
+        if self.closed:
+            return None
+        try:
+            n = self.sock.recv_into(self.loop.read_buffer)
+        except WOULD_BLOCK:
+            return None
+        except OSError as exc:
+            self.connection_lost(exc)
+            return None
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            # Decrypted bytes wait inside OpenSSL, where select() cannot see them.
+            self.loop.call_soon_threadsafe(self.on_readable)
+        return self.loop.read_view[:n]
 
     def on_writable(self) -> None:
         if self.write_blocked:

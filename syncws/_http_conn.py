@@ -65,18 +65,14 @@ class HttpConnection(SocketConnection):
     # -- reading --------------------------------------------------------------
 
     def on_readable(self) -> None:
-        try:
-            n = self.sock.recv_into(self.loop.read_buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.connection_lost(exc)
+        data = self.read()
+        if data is None:
             return
         if self.lingering:
-            if n == 0:
+            if not data:
                 self.close_socket()
             return
-        self.h11.receive_data(bytes(self.loop.read_view[:n]))
+        self.h11.receive_data(bytes(data))
         self.process()
 
     def process(self) -> None:

@@ -53,7 +53,7 @@ class WsConnection(SocketConnection):
         "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
         "config", "deflate", "dispatching", "finalize_when_flushed", "finalized", "frag_parts",
         "frag_size", "handler_failed", "inbox", "inbox_bytes", "last_recv",
-        "local_close_sent", "ping_sent", "proto",
+        "local_close_sent", "pending_fail", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
     )
 
@@ -79,6 +79,8 @@ class WsConnection(SocketConnection):
         self.close_reason = ""
         self.finalized = False
         self.finalize_when_flushed = False
+        # A protocol error waiting for the handlers of earlier messages (fail()).
+        self.pending_fail: tuple[int, str] | None = None
         # Guarded by self.lock.
         self.state = ReadyState.OPEN
         self.backpressured = False
@@ -207,25 +209,22 @@ class WsConnection(SocketConnection):
             self.feed(trailing)
 
     def on_readable(self) -> None:
-        try:
-            n = self.sock.recv_into(self.loop.read_buffer)
-        except (BlockingIOError, InterruptedError):
+        data = self.read()
+        if data is None:
             return
-        except OSError as exc:
-            self.connection_lost(exc)
-            return
-        if n == 0:
+        if not data:
             self.connection_lost(None)
             return
         self.last_recv = self.loop.now
         self.ping_sent = False
-        self.feed(self.loop.read_view[:n])
+        self.feed(data)
 
     def feed(self, data: bytes | memoryview) -> None:
         """Parse ``data`` and hand complete messages to the handlers."""
         self.server._count_in_bytes(len(data))
         config = self.config
         events: list[InboxEvent] = []
+        failure: tuple[int, str] | None = None
         proto = self.proto
         proto.receive_bytes(data)  # type: ignore[arg-type]
         try:
@@ -240,7 +239,7 @@ class WsConnection(SocketConnection):
                         size = len(payload.encode("utf-8"))
                     total = self.frag_size + size
                     if total > config.max_payload_length:
-                        self.fail(1009, "Message too big")
+                        failure = (1009, "Message too big")
                         break
                     if frame.message_finished:
                         if self.frag_parts:
@@ -266,10 +265,12 @@ class WsConnection(SocketConnection):
                     self.remote_close(int(code), reason)
                     break
         except ParseFailed as exc:
-            self.fail(int(exc.code), str(exc))
+            failure = (int(exc.code), str(exc))
         if events:
             self.server._count_in_messages(sum(1 for e in events if e[0] == MESSAGE))
             self.deliver(events)
+        if failure is not None:
+            self.fail(*failure)
 
     def deliver(self, events: list[InboxEvent]) -> None:
         """Append events to the inbox and make sure one worker drains it."""
@@ -291,6 +292,15 @@ class WsConnection(SocketConnection):
     def update_reading(self) -> None:
         """Read while neither the inbox backlog nor ws.pause() says stop."""
         if self.closed:
+            return
+        if self.pending_fail is not None:
+            # Called back by run_events each time it clears backlog_paused.
+            with self.lock:
+                busy = self.dispatching and not self.user_paused
+                if busy:
+                    self.backlog_paused = True
+            if not busy:
+                self._fail_now(*self.pending_fail)
             return
         with self.lock:
             paused = self.backlog_paused or self.user_paused
@@ -394,7 +404,29 @@ class WsConnection(SocketConnection):
         self.flush_then_finalize()
 
     def fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455 section 7.1.7): close frame, then TCP close."""
+        """Fail the connection (RFC 6455 section 7.1.7): close frame, then TCP close.
+
+        Messages that arrived before the bad frame are still handled first, so
+        what their handlers send goes out before the close frame (Autobahn's
+        strict behaviour, e.g. cases 3.2, 4.1.3, 5.15). Nothing more is read
+        meanwhile; the handlers get CLOSE_HANDSHAKE_TIMEOUT to finish.
+        """
+        if self.pending_fail is None and not self.local_close_sent:
+            with self.lock:
+                busy = (self.dispatching or bool(self.inbox)) and not self.user_paused
+                if busy:
+                    # run_events calls update_reading when it clears this flag
+                    # after a batch; update_reading then fails for real.
+                    self.backlog_paused = True
+            if busy:
+                self.pending_fail = (code, reason)
+                self.want_read(False)
+                self.close_deadline = self.loop.now + CLOSE_HANDSHAKE_TIMEOUT
+                self.arm_timer()
+                return
+        self._fail_now(code, reason)
+
+    def _fail_now(self, code: int, reason: str) -> None:
         with self.lock:
             if self.state is ReadyState.OPEN:
                 self.state = ReadyState.CLOSING

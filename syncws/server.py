@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -23,6 +24,7 @@ from ._http_conn import HttpConnection, plain_response
 from ._loop import READ, EventLoop
 from ._options import WebSocketConfig, parse_websocket
 from ._pubsub import TopicRegistry, check_topic
+from ._tls import TlsHandshake, server_context, wrap_accepted
 from ._workers import WorkerPool
 from ._ws_conn import BACKPRESSURE, DROPPED, WsConnection
 from .types import SocketAddress
@@ -99,8 +101,7 @@ class Server(Generic[T]):
                  request_timeout: float) -> None:
         if fetch is not None and not callable(fetch):
             raise TypeError("fetch must be callable")
-        if tls is not None:
-            raise NotImplementedError("tls is not supported yet")
+        self._tls_context = None if tls is None else server_context(tls)
         if workers is None:
             workers = min(32, (os.cpu_count() or 1) + 4)
         if not isinstance(workers, int) or workers < 1:
@@ -117,7 +118,7 @@ class Server(Generic[T]):
         self._max_request_body_size = max_request_body_size
         self._max_header_bytes = 32 * 1024
         self._request_timeout = float(request_timeout)
-        self._http_scheme = "http"
+        self._http_scheme = "http" if self._tls_context is None else "https"
         self._registry: TopicRegistry[WsConnection] = TopicRegistry()
 
         family = socket.AF_INET6 if ":" in hostname else socket.AF_INET
@@ -139,7 +140,7 @@ class Server(Generic[T]):
         # Owned by the loop thread.
         self._loop = EventLoop()
         self._listener: _Listener | None = _Listener(self, sock)
-        self._http_conns: set[HttpConnection] = set()
+        self._http_conns: set[HttpConnection | TlsHandshake] = set()
         self._ws_conns: set[WsConnection] = set()
         self._saturated_since: float | None = None
         # Guarded by self._lock.
@@ -248,6 +249,7 @@ class Server(Generic[T]):
         subscribers = self._registry.subscribers(topic)
         if not subscribers or (len(subscribers) == 1 and subscribers[0] is exclude):
             return 0
+        self._counters["messages_published"] += 1
         frame = encode_frame(opcode, payload)
         deflate_it = compress and len(payload) >= MIN_COMPRESS_SIZE
         # Without context takeover one compressed frame serves every
@@ -389,7 +391,16 @@ class Server(Generic[T]):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._connections += 1
-            self._http_conns.add(HttpConnection(sock, self._loop, addr[:2], self))
+            if self._tls_context is None:
+                self._http_conns.add(HttpConnection(sock, self._loop, addr[:2], self))
+            else:
+                tls_sock = wrap_accepted(self._tls_context, sock)
+                self._http_conns.add(TlsHandshake(tls_sock, self._loop, addr[:2], self))
+
+    def _tls_ready(self, handshake: TlsHandshake, sock: ssl.SSLSocket) -> None:
+        """The TLS handshake is done: speak HTTP over the wrapped socket."""
+        self._http_conns.discard(handshake)
+        self._http_conns.add(HttpConnection(sock, self._loop, handshake.peer, self))
 
     def _resume_accepting(self) -> None:
         listener = self._listener
@@ -414,7 +425,7 @@ class Server(Generic[T]):
             timer = _Housekeeper(self)
             self._loop.timers.arm(timer, self._loop.now + 1.0)
 
-    def _http_finished(self, conn: HttpConnection) -> None:
+    def _http_finished(self, conn: HttpConnection | TlsHandshake) -> None:
         self._http_conns.discard(conn)
         with self._lock:
             self._connections -= 1

@@ -35,7 +35,9 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 derandomize="CI" in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # Scale the per-test budget with the number of examples (~30 ms each).
-pytestmark = pytest.mark.timeout(30 + EXAMPLES * 0.2)
+pytestmark = [pytest.mark.timeout(30 + EXAMPLES * 0.2),
+              # Long runs: hypothesis warns about the size of its own reports.
+              pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
 MAX_PAYLOAD = 64 * 1024
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -67,7 +69,7 @@ class Recorder:
             return list(self.messages.get(cid, []))
 
 
-@dataclass
+@dataclass(repr=False)  # keeps hypothesis' failure reports short
 class FuzzServer:
     server: syncws.Server[Any]
     rec: Recorder
@@ -305,7 +307,8 @@ def run_ws(fs: FuzzServer, data: bytes, cuts: list[int]) -> None:
                 else:
                     client.send(client_frame(OP_CLOSE, close_body(1000)))
         except OSError:
-            assert verdict.outcome == "fail" or verdict.partial
+            # The server may close TCP once it has decided; later bytes then bounce.
+            assert verdict.outcome in ("fail", "close") or verdict.partial
         frames, clean = read_until_eof(client)
     finally:
         client.close()
@@ -318,6 +321,9 @@ def run_ws(fs: FuzzServer, data: bytes, cuts: list[int]) -> None:
     sent = [(OP_TEXT, m.encode()) if isinstance(m, str) else (OP_BINARY, m)
             for m in verdict.messages]
     assert echoes == sent[:len(echoes)], "an echo that was not a valid message"
+    if verdict.outcome == "fail":
+        # 7.1.7: the messages before the bad frame are answered before the close.
+        assert echoes == sent
 
     code, _ = fs.rec.close_of(cid)
     if verdict.outcome == "fail":
@@ -416,10 +422,12 @@ def test_random_http_request(fuzz_server: FuzzServer, data: bytes, cuts: list[in
         sock.close()
     # Either a TCP close, or HTTP responses of which the first is a 4xx (RFC 9112
     # section 2.2: a server that receives an invalid request-line SHOULD respond
-    # with 400), or a 101 for a request that happened to be a valid upgrade.
+    # with 400), a 501 (RFC 9112 section 6.1: a transfer coding it does not
+    # understand), or a 101 for a request that happened to be a valid upgrade.
     if response:
         status = response.split(b"\r\n", 1)[0]
-        assert status[:10] in (b"HTTP/1.1 4", b"HTTP/1.1 1"), response[:200]
+        assert status[:10] in (b"HTTP/1.1 4", b"HTTP/1.1 1") or status.startswith(
+            b"HTTP/1.1 501 "), response[:200]
         if status.startswith(b"HTTP/1.1 1"):
             assert status == b"HTTP/1.1 101 Switching Protocols"
     assert_serves(fuzz_server.server.port)
