@@ -95,14 +95,14 @@ class EventLoop:
                 self._wake_send.send(b"\0")
 
     def _drain_wakeups(self) -> None:
-        # Clear the flag before the door is emptied: anything appended after
-        # this point writes a new byte, so nothing waits for a later event.
-        self._wake_pending = False
-        try:
+        # Empty the socket first, then clear the flag, and only then (later in
+        # this turn) empty the door. Clearing first would let a sender set the
+        # flag and write a byte that the recv below swallows: the flag would
+        # stay set with no byte left, and no sender would ever wake us again.
+        with contextlib.suppress(OSError):
             while self._wake_recv.recv(4096):
                 pass
-        except OSError:
-            pass
+        self._wake_pending = False
 
     # -- registration (loop thread) ----------------------------------------
 
