@@ -22,6 +22,7 @@ from .exceptions import (
     PayloadTooBig,
     WebSocketError,
 )
+from .redis_bridge import RedisBridge, RedisPublisher
 from .server import Server, WebSocketHandler, serve
 from .types import CloseCode, ReadyState, SocketAddress
 from .websocket import ServerWebSocket
@@ -40,6 +41,8 @@ __all__ = [
     "MessageEvent",
     "PayloadTooBig",
     "ReadyState",
+    "RedisBridge",
+    "RedisPublisher",
     "Request",
     "Response",
     "Server",

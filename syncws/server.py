@@ -10,10 +10,11 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _frames
 from ._deflate import MIN_COMPRESS_SIZE, DeflateExtension, make_compressor, negotiate
@@ -29,6 +30,9 @@ from ._workers import WorkerPool
 from ._ws_conn import BACKPRESSURE, DROPPED, WsConnection
 from .types import SocketAddress
 from .websocket import ServerWebSocket, check_compress
+
+if TYPE_CHECKING:
+    from .redis_bridge import RedisBridge
 
 __all__ = ["Server", "WebSocketHandler", "serve"]
 
@@ -98,7 +102,7 @@ class Server(Generic[T]):
     def __init__(self, fetch: Fetch | None, websocket: object, *, hostname: str, port: int,
                  tls: object, workers: int | None, reuse_port: bool,
                  max_connections: int | None, max_request_body_size: int,
-                 request_timeout: float) -> None:
+                 request_timeout: float, bridge: RedisBridge | None = None) -> None:
         if fetch is not None and not callable(fetch):
             raise TypeError("fetch must be callable")
         self._tls_context = None if tls is None else server_context(tls)
@@ -111,6 +115,8 @@ class Server(Generic[T]):
             raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
         if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, not {request_timeout!r}")
+        if bridge is not None:
+            bridge._check_unused()
         self._fetch = fetch
         self._ws_config: WebSocketConfig | None = (
             None if websocket is None else parse_websocket(websocket))
@@ -119,7 +125,9 @@ class Server(Generic[T]):
         self._max_header_bytes = 32 * 1024
         self._request_timeout = float(request_timeout)
         self._http_scheme = "http" if self._tls_context is None else "https"
-        self._registry: TopicRegistry[WsConnection] = TopicRegistry()
+        self._bridge = bridge
+        self._registry: TopicRegistry[WsConnection] = TopicRegistry(
+            None if bridge is None else bridge._topic_changed)
 
         family = socket.AF_INET6 if ":" in hostname else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -157,6 +165,13 @@ class Server(Generic[T]):
                           "messages_dropped": 0, "messages_published": 0}
 
         self._pool = WorkerPool(workers)
+        if bridge is not None:
+            try:
+                bridge._start(self._deliver_local, self._has_subscribers)
+            except BaseException:
+                self._pool.shutdown(wait=False)
+                sock.close()
+                raise
         self._loop.register(sock, READ, self._listener)
         self._loop.start()
         self._loop.call_soon_threadsafe(self._housekeeping)
@@ -202,6 +217,8 @@ class Server(Generic[T]):
         snapshot["workers"] = self._pool.size
         snapshot["workers_busy"] = self._pool.busy
         snapshot["worker_backlog"] = self._pool.backlog
+        if self._bridge is not None:
+            snapshot.update(self._bridge._stats())
         return snapshot
 
     # -- upgrade ----------------------------------------------------------------
@@ -237,7 +254,9 @@ class Server(Generic[T]):
         Thread-safe; never blocks: the frame is encoded once and queued for
         each subscriber. Returns the payload length, -1 if a subscriber is
         now over its backpressure limit, 0 if it reached nobody or was
-        dropped for one (as Bun's ``server.publish``).
+        dropped for one (as Bun's ``server.publish``). With a ``bridge`` the
+        message also goes to the other processes; the result is still this
+        process's delivery.
         """
         return self._publish(topic, message, compress, None)
 
@@ -246,6 +265,17 @@ class Server(Generic[T]):
         check_topic(topic)
         check_compress(compress)
         opcode, payload = _frames.message_payload(message)
+        result = self._deliver_local(topic, opcode, payload, compress, exclude)
+        if self._bridge is not None:
+            self._bridge._publish(topic, opcode, payload, compress)
+        return result
+
+    def _has_subscribers(self, topic: str) -> bool:
+        return self._registry.count(topic) > 0
+
+    def _deliver_local(self, topic: str, opcode: int, payload: bytes, compress: bool,
+                       exclude: WsConnection | None = None) -> int:
+        """Queue one message for this process's subscribers of ``topic`` (no bridge)."""
         subscribers = self._registry.subscribers(topic)
         if not subscribers or (len(subscribers) == 1 and subscribers[0] is exclude):
             return 0
@@ -277,7 +307,10 @@ class Server(Generic[T]):
         return len(payload)
 
     def subscriber_count(self, topic: str) -> int:
-        """How many sockets are subscribed to ``topic`` (0 for an unknown topic)."""
+        """How many sockets of this process are subscribed to ``topic`` (0 if none).
+
+        With a bridge, subscribers in other processes are not counted.
+        """
         check_topic(topic)
         return self._registry.count(topic)
 
@@ -297,6 +330,7 @@ class Server(Generic[T]):
         self._loop.call_soon_threadsafe(partial(self._stop_in_loop, close_active_connections))
         if self._loop.in_loop_thread():
             return
+        deadline = time.monotonic() + timeout
         self._listener_closed.wait(timeout)
         if not close_active_connections or self._pool.is_worker_thread():
             return
@@ -304,6 +338,10 @@ class Server(Generic[T]):
             self._all_closed.wait_for(
                 lambda: self._open_websockets == 0 and self._pending_close_handlers == 0,
                 timeout)
+        if self._bridge is not None:
+            # Let it flush what the close handlers published ("... left").
+            self._maybe_stop_bridge()
+            self._bridge._join(max(0.1, deadline - time.monotonic()))
 
     def serve_forever(self) -> None:
         """Block until ``stop()`` is called; Ctrl-C and SIGTERM stop gracefully.
@@ -359,6 +397,16 @@ class Server(Generic[T]):
             self._loop.stop()
             # Queued close handlers run first; then the workers end.
             self._pool.shutdown(wait=False)
+            self._maybe_stop_bridge()
+
+    def _maybe_stop_bridge(self) -> None:
+        """Once the server is stopped and nothing can publish any more, end the bridge."""
+        if self._bridge is None or not self._listener_closed.is_set():
+            return
+        with self._lock:
+            idle = self._open_websockets == 0 and self._pending_close_handlers == 0
+        if idle:
+            self._bridge._signal_stop()
 
     def _accept(self) -> None:
         listener = self._listener
@@ -523,6 +571,8 @@ class Server(Generic[T]):
             self._pending_close_handlers -= 1
             if self._pending_close_handlers == 0 and self._open_websockets == 0:
                 self._all_closed.notify_all()
+        if self._bridge is not None:
+            self._maybe_stop_bridge()
 
     # Counters: written from the loop thread (in) and from senders (out, dropped);
     # they are operator figures, so a rare lost update is acceptable.
@@ -555,7 +605,7 @@ def serve(fetch: Fetch | None = None,
           hostname: str = "0.0.0.0", port: int = 3000,
           tls: object = None, workers: int | None = None, reuse_port: bool = False,
           max_connections: int | None = None, max_request_body_size: int = 128 * 1024 * 1024,
-          request_timeout: float = 10.0) -> Server[T]:
+          request_timeout: float = 10.0, bridge: RedisBridge | None = None) -> Server[T]:
     """Start a server and return it once it listens, as Bun's ``Bun.serve``.
 
     ``fetch(req, server)`` runs on a worker for every HTTP request and either
@@ -570,8 +620,12 @@ def serve(fetch: Fetch | None = None,
             port=3000,
         )
         server.serve_forever()
+
+    ``reuse_port=True`` lets several processes listen on one port (the
+    kernel spreads connections); ``bridge=syncws.RedisBridge(url)`` carries
+    publishes to the subscribers of the other processes and machines.
     """
     return Server(fetch, websocket, hostname=hostname, port=port, tls=tls, workers=workers,
                   reuse_port=reuse_port, max_connections=max_connections,
                   max_request_body_size=max_request_body_size,
-                  request_timeout=request_timeout)
+                  request_timeout=request_timeout, bridge=bridge)
