@@ -100,7 +100,8 @@ class EventLoop:
         # flag and write a byte that the recv below swallows: the flag would
         # stay set with no byte left, and no sender would ever wake us again.
         with contextlib.suppress(OSError):
-            while self._wake_recv.recv(4096):
+            # Senders write one byte per wakeup: a short read means it is empty.
+            while len(self._wake_recv.recv(4096)) == 4096:
                 pass
         self._wake_pending = False
 

@@ -25,6 +25,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 from . import _frames
 from ._connection import SocketConnection
 from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent, run_events
+from ._fastpath import parse_simple_frames
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
 from ._loop import READ, EventLoop
 from .types import ReadyState
@@ -226,9 +227,15 @@ class WsConnection(SocketConnection):
         events: list[InboxEvent] = []
         failure: tuple[int, str] | None = None
         proto = self.proto
-        proto.receive_bytes(data)  # type: ignore[arg-type]
+        if self.fast_path_ok():
+            consumed, messages = parse_simple_frames(data, config.max_payload_length)
+            if consumed:
+                events = [(MESSAGE, payload, n) for payload, n in messages]
+                data = data[consumed:]
         try:
-            for frame in proto.received_frames():
+            if data:
+                proto.receive_bytes(data)  # type: ignore[arg-type]
+            for frame in proto.received_frames() if data else ():
                 opcode = frame.opcode
                 # str for text, bytes for binary and pings, (code, reason) for a close.
                 payload: Any = frame.payload
@@ -271,6 +278,18 @@ class WsConnection(SocketConnection):
             self.deliver(events)
         if failure is not None:
             self.fail(*failure)
+
+    def fast_path_ok(self) -> bool:
+        """Whether wsproto sits at a frame boundary with nothing in progress.
+
+        Only then may the lean parser take the next frames; compressed
+        connections always go through wsproto and its extension.
+        """
+        proto = self.proto
+        decoder = proto._frame_decoder
+        return (not self.frag_parts and not self.local_close_sent and not proto.extensions
+                and decoder.header is None and not decoder.buffer.buffer
+                and proto._message_decoder.opcode is None)
 
     def deliver(self, events: list[InboxEvent]) -> None:
         """Append events to the inbox and make sure one worker drains it."""
