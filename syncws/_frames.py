@@ -106,6 +106,19 @@ def truncate_reason(reason: str) -> str:
     return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
+def control_payload(data: object, what: str) -> bytes:
+    """The payload of a ping or pong: str (as UTF-8) or bytes-like, at most 125 bytes."""
+    if isinstance(data, str):
+        payload = data.encode("utf-8")
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        payload = bytes(data)
+    else:
+        raise TypeError(f"{what} data must be str or bytes, not {type(data).__name__}")
+    if len(payload) > MAX_CONTROL_PAYLOAD:
+        raise ValueError(f"{what} data is {len(payload)} bytes; at most 125 are allowed")
+    return payload
+
+
 def message_payload(message: object, argument: str = "message") -> tuple[int, bytes]:
     """Return ``(opcode, payload bytes)`` for a str (text) or bytes-like (binary) message."""
     if isinstance(message, str):

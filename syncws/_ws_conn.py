@@ -104,21 +104,32 @@ class WsConnection(SocketConnection):
             if self.out.size > limit:
                 self.backpressured = True
                 result = DROPPED
+                queued = True
             else:
-                self.out.append(frame)
-                result = BACKPRESSURE if self.out.size > limit else ACCEPTED
-                if result is BACKPRESSURE:
-                    self.backpressured = True
-            queued = self.flush_queued
-            self.flush_queued = True
+                result, queued = self._append_locked(frame)
         if result is DROPPED:
-            self.server._count_dropped()
-            if self.config.close_on_backpressure_limit:
-                self.loop.call_soon_threadsafe(
-                    partial(self.abort, 1006, "backpressure limit"))
+            self.dropped()
         if not queued:
             self.loop.request_flush(self)
         return result
+
+    def _append_locked(self, data: bytes) -> tuple[int, bool]:
+        """Append to ``out``: (ACCEPTED or BACKPRESSURE, whether a flush was already queued)."""
+        assert self.lock.locked()
+        self.out.append(data)
+        result = ACCEPTED
+        if self.out.size > self.config.backpressure_limit:
+            self.backpressured = True
+            result = BACKPRESSURE
+        queued = self.flush_queued
+        self.flush_queued = True
+        return result, queued
+
+    def dropped(self) -> None:
+        """A send found the buffer over the limit: count it, and close if so configured."""
+        self.server._count_dropped()
+        if self.config.close_on_backpressure_limit:
+            self.loop.call_soon_threadsafe(partial(self.abort, 1006, "backpressure limit"))
 
     def enqueue_message(self, opcode: int, payload: bytes) -> int:
         """Queue one message compressed with ``self.deflate``; as ``enqueue``."""
@@ -154,17 +165,9 @@ class WsConnection(SocketConnection):
                 with self.lock:
                     if self.state is not ReadyState.OPEN:
                         return DROPPED  # closing: no data frame may follow the close
-                    self.out.append(data)
-                    result = BACKPRESSURE if self.out.size > limit else ACCEPTED
-                    if result is BACKPRESSURE:
-                        self.backpressured = True
-                    queued = self.flush_queued
-                    self.flush_queued = True
+                    result, queued = self._append_locked(data)
         if over:
-            self.server._count_dropped()
-            if self.config.close_on_backpressure_limit:
-                self.loop.call_soon_threadsafe(
-                    partial(self.abort, 1006, "backpressure limit"))
+            self.dropped()
             return DROPPED
         if not queued:
             self.loop.request_flush(self)

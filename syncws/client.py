@@ -275,14 +275,7 @@ class ClientWebSocket:
         Thread-safe; blocks only while the kernel's send buffer is full.
         ``ValueError`` for more than 125 bytes, ``ConnectionClosed`` once closing.
         """
-        if isinstance(data, str):
-            payload = data.encode("utf-8")
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            payload = bytes(data)
-        else:
-            raise TypeError(f"ping data must be str or bytes, not {type(data).__name__}")
-        if len(payload) > _frames.MAX_CONTROL_PAYLOAD:
-            raise ValueError(f"ping data is {len(payload)} bytes; at most 125 are allowed")
+        payload = _frames.control_payload(data, "ping")
         answered = threading.Event()
         with self._state_lock:
             self._pings.append((payload, answered))

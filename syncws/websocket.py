@@ -35,18 +35,6 @@ def check_compress(compress: object) -> bool:
     return compress
 
 
-def _control_payload(data: object, what: str) -> bytes:
-    if isinstance(data, str):
-        payload = data.encode("utf-8")
-    elif isinstance(data, (bytes, bytearray, memoryview)):
-        payload = bytes(data)
-    else:
-        raise TypeError(f"{what} data must be str or bytes, not {type(data).__name__}")
-    if len(payload) > _frames.MAX_CONTROL_PAYLOAD:
-        raise ValueError(f"{what} data is {len(payload)} bytes; at most 125 are allowed")
-    return payload
-
-
 class ServerWebSocket(Generic[T]):
     """One server-side WebSocket connection, as Bun's ``ServerWebSocket``.
 
@@ -135,12 +123,12 @@ class ServerWebSocket(Generic[T]):
 
     def ping(self, data: str | bytes = b"") -> int:
         """Send a ping (at most 125 bytes); returns the payload length, 0 if closed."""
-        payload = _control_payload(data, "ping")
+        payload = _frames.control_payload(data, "ping")
         return self._send_frame(encode_frame(OP_PING, payload), len(payload))
 
     def pong(self, data: str | bytes = b"") -> int:
         """Send an unsolicited pong (at most 125 bytes); returns the payload length."""
-        payload = _control_payload(data, "pong")
+        payload = _frames.control_payload(data, "pong")
         return self._send_frame(encode_frame(OP_PONG, payload), len(payload))
 
     def cork(self, callback: Callable[[ServerWebSocket[T]], R]) -> R:
