@@ -279,6 +279,7 @@ def test_flood_keeps_server_memory_bounded() -> None:
         thread.join(wait(90))
         assert not thread.is_alive()
         growth_mib = (vm_hwm_kib(proc.pid) - baseline) / 1024
+        print(f"flood: server peak RSS grew {growth_mib:.1f} MiB")
         assert growth_mib < 24, f"server peak RSS grew {growth_mib:.1f} MiB"
         client.close()
     finally:
