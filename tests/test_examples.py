@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait
+from conftest import RawClient, wait
 from websockets.sync.client import connect
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -70,3 +71,39 @@ def test_chat_example() -> None:
             bob.send("hi all")
             assert ada.recv(timeout=wait(5)) == "bob: hi all"
         assert ada.recv(timeout=wait(5)) == "bob left"
+
+
+def test_compression_example_compresses_on_request() -> None:
+    with run_example("compression.py") as url:
+        port = int(url.rsplit(":", 1)[1])
+        client = RawClient(port, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        try:
+            assert "permessage-deflate" in (client.header("Sec-WebSocket-Extensions") or "")
+            client.send_frame(0x1, b"big")
+            opcode, fin, rsv, payload = client.recv_frame()
+            assert (opcode, fin, rsv) == (0x1, True, 0b100)  # RSV1: compressed
+            text = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff").decode()
+            assert text.startswith("line 0: all systems nominal") and text.count("\n") == 1999
+            assert len(payload) < len(text) // 10
+            client.send_frame(0x1, b"small")
+            assert client.recv_frame() == (0x1, True, 0, b"small")
+        finally:
+            client.close()
+
+
+def test_cli_echo_is_verbatim() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "syncws", "echo", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("Listening on ws://127.0.0.1:"), line
+        with connect(line.split()[-1], max_size=None) as client:
+            for message in ("text stays text", "", "é" * 1000, b"\x00\xff" * 40000, b""):
+                client.send(message)
+                assert client.recv(timeout=wait(5)) == message
+    finally:
+        proc.terminate()
+        assert proc.wait(wait(10)) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
