@@ -60,6 +60,8 @@ class EventLoop:
         self._calls: deque[Callable[[], None]] = deque()
         self._flushes: deque[Flushable] = deque()
         self._wake_pending = False
+        # True while the loop thread is in (or about to enter) select().
+        self._selecting = True
         # Owned by the loop thread.
         self.timers = TimerQueue()
         self.now = time.monotonic()
@@ -88,7 +90,9 @@ class EventLoop:
             self._wake()
 
     def _wake(self) -> None:
-        if not self._wake_pending:
+        # A busy loop checks the door before it next waits (run_once sets
+        # _selecting first, then looks), so only a waiting loop needs a byte.
+        if self._selecting and not self._wake_pending:
             self._wake_pending = True
             # OSError: full (a wakeup is pending anyway) or closed (the loop is gone).
             with contextlib.suppress(OSError):
@@ -146,12 +150,16 @@ class EventLoop:
     def run_once(self) -> None:
         """One turn of the loop (the loop thread only)."""
         timeout: float | None
+        # Order matters: announce the wait, then look at the door. A sender that
+        # saw _selecting False appended before this look, so we see its item.
+        self._selecting = True
         if self._calls or self._flushes:
             timeout = 0
         else:
             deadline = self.timers.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready = self.selector.select(timeout)
+        self._selecting = False
         self.now = time.monotonic()
         for key, mask in ready:
             client = key.data

@@ -101,3 +101,12 @@ def test_fast_path_leaves_hard_cases_to_wsproto() -> None:
                  frame(2, b"a" * 300)[:-1],
                  bytes([0x81, 0x80 | 126]) + struct.pack("!H", 5) + b"\0\0\0\0hello"):
         assert parse_simple_frames(hard, MAX) == (0, [])
+
+
+def test_fast_path_takes_64_bit_lengths_up_to_the_limit() -> None:
+    big = bytes(range(256)) * 300  # 76,800 bytes: an 8-byte length
+    data = frame(2, big) + frame(1, b"tail")
+    assert parse_simple_frames(data, len(big)) == (len(data), [(big, len(big)), ("tail", 4)])
+    assert parse_simple_frames(data, len(big) - 1) == (0, [])
+    assert parse_simple_frames(data[:-7], len(big)) == (len(data) - 10, [(big, len(big))])
+    assert both_paths(data) == wsproto_messages(data)
