@@ -14,7 +14,7 @@ API_NAMES = {
 
 
 def test_all_lists_the_public_names_sorted() -> None:
-    assert API_NAMES <= set(syncws.__all__)
+    assert set(syncws.__all__) >= API_NAMES
     assert list(syncws.__all__) == sorted(syncws.__all__)
     public = {name for name in dir(syncws) if not name.startswith("_")
               and not inspect.ismodule(getattr(syncws, name))}
@@ -27,8 +27,8 @@ def test_every_public_name_and_method_has_a_docstring() -> None:
         assert (obj.__doc__ or "").strip(), name
         if inspect.isclass(obj):
             for attr, member in vars(obj).items():
-                if attr.startswith("_") or not callable(member) and not isinstance(
-                        member, property):
+                if attr.startswith("_") or (not callable(member) and not isinstance(
+                        member, property)):
                     continue
                 assert (member.__doc__ or "").strip(), f"{name}.{attr}"
 
