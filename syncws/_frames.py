@@ -45,7 +45,11 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = 
     >>> encode_frame(OP_TEXT, b"hi")
     b'\\x81\\x02hi'
     """
-    return frame_header(opcode, len(payload), fin=fin, rsv1=rsv1) + payload
+    length = len(payload)
+    if length < 126:
+        # The common small frame, without frame_header()'s keyword call (hot path).
+        return bytes((opcode | (_FIN if fin else 0) | (_RSV1 if rsv1 else 0), length)) + payload
+    return frame_header(opcode, length, fin=fin, rsv1=rsv1) + payload
 
 
 # One 256-byte XOR table per key byte, for masking long payloads with translate().

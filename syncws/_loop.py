@@ -32,6 +32,9 @@ WRITE = selectors.EVENT_WRITE
 
 READ_BUFFER_SIZE = 256 * 1024
 
+# How soon to look again while a stalled ready queue may need another worker.
+STALL_POLL = 0.001
+
 
 class LoopClient(Protocol):
     """What the loop calls on the objects it has registered."""
@@ -68,6 +71,9 @@ class EventLoop:
         self.read_buffer = bytearray(READ_BUFFER_SIZE)
         self.read_view = memoryview(self.read_buffer)
         self._running = False
+        # Called each turn before waiting; True asks to look again soon (the
+        # worker pool's check for a ready queue that stopped moving).
+        self.stall_check: Callable[[float], bool] | None = None
         self._thread_id: int | None = None
         self.thread: threading.Thread | None = None
 
@@ -158,6 +164,9 @@ class EventLoop:
         else:
             deadline = self.timers.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            stall_check = self.stall_check
+            if stall_check is not None and stall_check(time.monotonic()):
+                timeout = STALL_POLL if timeout is None else min(timeout, STALL_POLL)
         ready = self.selector.select(timeout)
         self._selecting = False
         self.now = time.monotonic()

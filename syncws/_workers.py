@@ -1,8 +1,18 @@
 """The worker pool that runs ``fetch`` and the WebSocket handlers.
 
-Threads are started up front and named ``syncws-worker-N``. Tasks are plain
-callables; ordering per connection is the caller's business (a connection
-submits one task at a time that drains its own event queue).
+Threads are started up front and named ``syncws-worker-N``. Two ways in:
+
+- ``submit(fn, *args)``: a task for any idle worker (``fetch`` uses it).
+- ``schedule(fn, arg)``: a ready queue drained by "runners", workers that
+  take items one after another. A burst of ready connections then costs one
+  thread wake-up instead of one per connection, which is most of the cost of
+  a small message. A runner stuck in a blocking handler is backed up by
+  another once the queue has not moved for ``STALL_SECONDS`` (the loop calls
+  ``check_stalled`` every turn), up to the pool's size, so a handler that
+  sleeps on one connection never holds up the others for long.
+
+Ordering per connection is the caller's business (a connection is scheduled
+at most once at a time and drains its own event queue).
 """
 
 from __future__ import annotations
@@ -10,12 +20,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger("syncws")
 
 _STOP = None
+
+# How long the ready queue may stand still before another runner is started.
+STALL_SECONDS = 0.001
 
 
 class WorkerPool:
@@ -31,6 +46,11 @@ class WorkerPool:
         # One flag per worker, each written only by its own thread: reading
         # the sum is a snapshot that needs no lock on the hot path.
         self._busy = [False] * size
+        # Guards _ready, _runners and _last_progress.
+        self._ready_lock = threading.Lock()
+        self._ready: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._runners = 0
+        self._last_progress = 0.0
         self._idents: set[int] = set()
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=f"{name}-{i}", daemon=False)
@@ -45,6 +65,52 @@ class WorkerPool:
         """Run ``fn(*args)`` on some worker; never blocks."""
         self._tasks.put((fn, args))
 
+    def schedule(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Run ``fn(arg)`` soon on a runner; never blocks. Items run in schedule order."""
+        with self._ready_lock:
+            if not self._ready:
+                self._last_progress = time.monotonic()
+            self._ready.append((fn, arg))
+            start = self._runners == 0
+            if start:
+                self._runners += 1
+        if start:
+            self._tasks.put((self._run_ready, ()))
+
+    def check_stalled(self, now: float) -> bool:
+        """Start another runner if the ready queue has stood still (loop thread).
+
+        Returns True while items wait and another runner could still be
+        started, so the loop knows to look again within ``STALL_SECONDS``.
+        """
+        if not self._ready:
+            return False
+        with self._ready_lock:
+            if not self._ready or self._runners >= self.size:
+                return False
+            start = now - self._last_progress >= STALL_SECONDS
+            if start:
+                self._runners += 1
+                self._last_progress = now
+        if start:
+            self._tasks.put((self._run_ready, ()))
+        return True
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        lock = self._ready_lock
+        while True:
+            with lock:
+                if not ready:
+                    self._runners -= 1
+                    return
+                fn, arg = ready.popleft()
+                self._last_progress = time.monotonic()
+            try:
+                fn(arg)
+            except Exception:
+                logger.exception("syncws: a worker task failed")
+
     def is_worker_thread(self) -> bool:
         """Whether the calling thread is one of this pool's workers."""
         return threading.get_ident() in self._idents
@@ -56,8 +122,8 @@ class WorkerPool:
 
     @property
     def backlog(self) -> int:
-        """How many tasks wait for a worker."""
-        return self._tasks.qsize()
+        """How many tasks and ready items wait for a worker."""
+        return self._tasks.qsize() + len(self._ready)
 
     def shutdown(self, wait: bool = True) -> None:
         """Let the workers finish the queued tasks, then end them."""

@@ -199,7 +199,7 @@ class WsConnection(SocketConnection):
             if restart:
                 self.dispatching = True
         if restart:
-            self.server._pool.submit(run_events, self)
+            self.server._pool.schedule(run_events, self)
         self.loop.call_soon_threadsafe(self.update_reading)
 
     # -- inbound, loop thread -------------------------------------------------
@@ -307,7 +307,7 @@ class WsConnection(SocketConnection):
             if over:
                 self.backlog_paused = True
         if start:
-            self.server._pool.submit(run_events, self)
+            self.server._pool.schedule(run_events, self)
         if over:
             self.update_reading()
 

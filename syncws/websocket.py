@@ -25,8 +25,16 @@ R = TypeVar("R")
 # Per thread: the frames a cork() callback has sent so far, by connection.
 # A message for a per-connection deflate context stays (opcode, payload)
 # until the cork ends: it must be compressed in wire order (see enqueue_parts).
-_corked = threading.local()
 _Part = bytes | tuple[int, bytes]
+
+
+class _CorkState(threading.local):
+    # A class-level default: reading a missing thread-local attribute through
+    # getattr(..., None) raises and catches AttributeError on every send.
+    frames: dict[int, list[_Part]] | None = None
+
+
+_corked = _CorkState()
 
 
 def check_compress(compress: object) -> bool:
@@ -94,7 +102,7 @@ class ServerWebSocket(Generic[T]):
             return self._send_frame(encode_frame(opcode, payload), len(payload))
         if deflate.shared:
             return self._send_frame(deflate.frame(opcode, payload), len(payload))
-        corked: dict[int, list[_Part]] | None = getattr(_corked, "frames", None)
+        corked: dict[int, list[_Part]] | None = _corked.frames
         if corked is not None and id(self) in corked:
             if self._conn.state is not ReadyState.OPEN:
                 return 0
@@ -108,7 +116,7 @@ class ServerWebSocket(Generic[T]):
         return len(payload)
 
     def _send_frame(self, frame: bytes, payload_len: int) -> int:
-        corked: dict[int, list[_Part]] | None = getattr(_corked, "frames", None)
+        corked: dict[int, list[_Part]] | None = _corked.frames
         if corked is not None and id(self) in corked:
             if self._conn.state is not ReadyState.OPEN:
                 return 0
@@ -139,7 +147,7 @@ class ServerWebSocket(Generic[T]):
         """
         if not callable(callback):
             raise TypeError("cork expects a callable")
-        corked: dict[int, list[_Part]] | None = getattr(_corked, "frames", None)
+        corked: dict[int, list[_Part]] | None = _corked.frames
         if corked is None:
             corked = _corked.frames = {}
         if id(self) in corked:
