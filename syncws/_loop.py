@@ -159,13 +159,15 @@ class EventLoop:
         # Order matters: announce the wait, then look at the door. A sender that
         # saw _selecting False appended before this look, so we see its item.
         self._selecting = True
+        # Every turn, busy or not: a stalled ready queue must get a runner even
+        # while the loop never waits.
+        stalled = self.stall_check is not None and self.stall_check(self.now)
         if self._calls or self._flushes:
             timeout = 0
         else:
             deadline = self.timers.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            stall_check = self.stall_check
-            if stall_check is not None and stall_check(time.monotonic()):
+            if stalled:
                 timeout = STALL_POLL if timeout is None else min(timeout, STALL_POLL)
         ready = self.selector.select(timeout)
         self._selecting = False
