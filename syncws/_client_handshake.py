@@ -15,11 +15,13 @@ import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import h11
 from wsproto.extensions import Extension, PerMessageDeflate
 
+from ._deflate import Agreement, DeflateExtension
 from ._handshake import accept_key, header_tokens
 from ._http import Headers
 from .exceptions import HandshakeError
@@ -48,15 +50,70 @@ _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
 
 
 def make_deflate_extension() -> Extension:
-    """The permessage-deflate extension object the client hands to wsproto.
+    """A wsproto permessage-deflate object, finalized with the server's answer.
 
-    TODO(_deflate): wsproto's PerMessageDeflate inflates a frame without any
-    bound, so a small compressed frame can expand far past
-    ``max_payload_length`` before the client gets to count it. Swap this for
-    ``syncws._deflate``'s bounded extension once it lands; this function is
-    the only place that needs to change.
+    It compresses what the client sends; what the client receives goes
+    through :func:`bounded_deflate`, since wsproto inflates without a bound.
     """
     return PerMessageDeflate()
+
+
+class ClientDeflate(Extension):
+    """permessage-deflate for the client: wsproto compresses, syncws inflates (bounded).
+
+    Inbound frames go through ``syncws._deflate.DeflateExtension``, the same
+    bounded inflate as the server's, so a compressed bomb from a server is
+    refused with 1009 once it passes ``max_payload_length``.
+    """
+
+    name = PerMessageDeflate.name
+
+    def __init__(self, outbound: PerMessageDeflate, inbound: DeflateExtension) -> None:
+        self.outbound = outbound
+        self.inbound = inbound
+
+    def enabled(self) -> bool:
+        """Always: only built once the server accepted the extension."""
+        return True
+
+    def offer(self) -> bool | str:
+        """What the client offers (part of wsproto's interface; the handshake builds its own)."""
+        return self.outbound.offer()
+
+    def frame_inbound_header(self, proto: Any, opcode: Any, rsv: Any,
+                             payload_length: int) -> Any:
+        """RSV1 rules, as the server checks them."""
+        return self.inbound.frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> Any:
+        """Inflate a received chunk within the message budget."""
+        return self.inbound.frame_inbound_payload_data(proto, data)
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> Any:
+        """Finish a received compressed message."""
+        return self.inbound.frame_inbound_complete(proto, fin)
+
+    def frame_outbound(self, proto: Any, opcode: Any, rsv: Any, data: bytes,
+                       fin: bool) -> Any:
+        """Compress an outgoing frame (wsproto's compressor)."""
+        return self.outbound.frame_outbound(proto, opcode, rsv, data, fin)
+
+
+def bounded_deflate(extension: Extension, max_payload_length: int) -> Extension:
+    """Wrap the finalized wsproto extension so that inflating is bounded."""
+    if not isinstance(extension, PerMessageDeflate):
+        return extension
+    server_bits = extension.server_max_window_bits or 15
+    client_bits = extension.client_max_window_bits or 15
+    agreement = Agreement(
+        server_no_context_takeover=extension.server_no_context_takeover,
+        client_no_context_takeover=extension.client_no_context_takeover,
+        server_max_window_bits=server_bits,
+        client_max_window_bits=client_bits,
+        response="",
+    )
+    inbound = DeflateExtension(agreement, max_payload_length, from_server=True)
+    return ClientDeflate(extension, inbound)
 
 
 @dataclass(frozen=True)

@@ -381,12 +381,19 @@ class DeflateExtension(Extension):
 
     name = EXTENSION_NAME
 
-    def __init__(self, agreement: Agreement, max_payload_length: int) -> None:
+    def __init__(self, agreement: Agreement, max_payload_length: int, *,
+                 from_server: bool = False) -> None:
         self.agreement = agreement
         self.max_payload_length = max_payload_length
+        # A server inflates what the client compressed and a client the
+        # reverse: each side's window and context takeover apply.
+        bits = agreement.server_max_window_bits if from_server else \
+            agreement.client_max_window_bits
+        self._drop_context = agreement.server_no_context_takeover if from_server else \
+            agreement.client_no_context_takeover
         # 8-bit windows inflate fine with a 9-bit one (a larger window reads
         # any smaller one), and zlib has had bugs with 8.
-        self._wbits = -max(9, agreement.client_max_window_bits)
+        self._wbits = -max(9, bits)
         self._decompressor: zlib._Decompress | None = None
         self._message_compressed = False
         self._frame_compressed = False
@@ -453,7 +460,7 @@ class DeflateExtension(Extension):
         out = self._inflate(_TAIL)
         self._message_compressed = self._frame_compressed = False
         decompressor = self._decompressor
-        if self.agreement.client_no_context_takeover or (
+        if self._drop_context or (
                 decompressor is not None and decompressor.eof):
             # No context to keep (or the peer ended its stream with BFINAL):
             # free the window now rather than hold it while idle.

@@ -42,6 +42,7 @@ from . import _frames
 from ._client_handshake import (
     HeaderArg,
     Target,
+    bounded_deflate,
     normalize_headers,
     normalize_subprotocols,
     open_connection,
@@ -176,6 +177,8 @@ class ClientWebSocket:
         self.extensions = extensions
         self._sock = sock
         self._max_payload = max_payload_length
+        if extension is not None:
+            extension = bounded_deflate(extension, max_payload_length)
         self._deflate = extension
         self._proto = FrameProtocol(client=True, extensions=[extension] if extension else [])
         self._inbox = inbox if inbox is not None else _Inbox()
@@ -430,6 +433,13 @@ class ClientWebSocket:
                     self._on_remote_close(int(code), str(reason))
                     return
         except ParseFailed as exc:
+            if exc.code == 1009:
+                # Inflating passed the budget: the same report as an oversized message.
+                self._parts = []
+                self._inbox.put(_TOO_BIG, f"the server sent a message over max_payload_length "
+                                          f"({self._max_payload} bytes) once inflated")
+                self._fail(1009, "Message too big")
+                return
             self._fail(int(exc.code), str(exc))
 
     def _on_data(self, payload: str | bytes, finished: bool) -> bool:

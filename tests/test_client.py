@@ -972,3 +972,52 @@ def test_client_example(make_server: Any) -> None:
     assert proc.stdout == "Hi from the server\n1000 done\n", proc.stderr
     assert proc.returncode == 0
     assert seen == {"authorization": "Bearer token", "message": "Hello"}
+
+
+CLIENT_BOMB_SCRIPT = """
+import sys, syncws
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+ws = syncws.connect(sys.argv[1], per_message_deflate=True, max_payload_length=1 << 20)
+before = hwm()
+try:
+    ws.recv(timeout=30)
+    print("delivered")
+except syncws.PayloadTooBig:
+    print("too big", (hwm() - before) // 1024)
+ws.close()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_client_inflate_is_bounded_against_a_bomb() -> None:
+    """A server's compressed bomb is refused with 1009 before it inflates far."""
+    from test_deflate import bomb
+
+    payload, inflated = bomb(1_000_000)
+    assert inflated > 900 * 1024 * 1024
+    codes: list[int] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
+        try:
+            sock.sendall(bytes([0xC2, 127]) + struct.pack("!Q", len(payload)) + payload)
+            while True:
+                opcode, _, _, body = read_client_frame(sock)
+                if opcode == 0x8:
+                    codes.append(struct.unpack("!H", body[:2])[0])
+                    return
+        except (ConnectionResetError, BrokenPipeError):
+            # The client may drop the connection with the rest of the bomb unread.
+            codes.append(0)
+
+    server = RawServer(script)
+    result = subprocess.run([sys.executable, "-c", CLIENT_BOMB_SCRIPT,
+                             f"ws://127.0.0.1:{server.port}/"],
+                            capture_output=True, text=True, timeout=wait(60))
+    server.join()
+    assert result.stdout.startswith("too big"), result.stdout + result.stderr
+    assert int(result.stdout.split()[-1]) < 40  # MiB of peak RSS growth, not ~1 GiB
+    assert codes in ([1009], [0])
