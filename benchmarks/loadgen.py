@@ -36,6 +36,16 @@ from typing import Any
 
 MASK = b"\x37\xfa\x21\x3d"
 RECV_SIZE = 256 * 1024
+
+
+def recv_nowait(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has: data, b"" once it closed or failed, None for nothing yet."""
+    try:
+        return sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 _TICK = os.sysconf("SC_CLK_TCK")
 _SEQ = struct.Struct("!qq")  # fan-out payload prefix: sequence number, publish time (ns)
 
@@ -299,12 +309,7 @@ def _loop_echo(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
         for fd, ev in ep.poll(min(0.05, (end_ns - now_ns) / 1e9)):
             c = by_fd[fd]
             if ev & ~epollout:
-                try:
-                    data = c.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    data = None
-                except OSError:
-                    data = b""
+                data = recv_nowait(c.sock)
                 if data == b"":
                     errors += 1
                     ep.unregister(fd)
@@ -389,12 +394,7 @@ def _loop_sub(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
         for key, mask in sel.select(min(0.05, (end_ns - now_ns) / 1e9)):
             c = key.data
             if mask & selectors.EVENT_READ:
-                try:
-                    data = c.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    data = None
-                except OSError:
-                    data = b""
+                data = recv_nowait(c.sock)
                 if data == b"":
                     errors += 1
                     sel.unregister(c.sock)
@@ -468,12 +468,7 @@ def _loop_pub(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
                     os.read(ctl.notify_r, 65536)
                 continue
             if mask & selectors.EVENT_READ:
-                try:
-                    data = c.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    data = None
-                except OSError:
-                    data = b""
+                data = recv_nowait(c.sock)
                 if data == b"":
                     errors += 1
                     end_ns = 0
@@ -498,12 +493,9 @@ def _loop_idle(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
     while not ctl.release.is_set():
         for key, _mask in sel.select(0.2):
             c = key.data
-            try:
-                data = c.sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            data = recv_nowait(c.sock)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             if not data:
                 errors += 1
                 sel.unregister(c.sock)
