@@ -184,17 +184,24 @@ def open_connections(host: str, port: int, path: str, count: int, *, batch: int 
     return conns
 
 
-def _flush(conn: Conn, sel: selectors.BaseSelector) -> None:
-    """Write what ``conn.out`` holds; ask for EVENT_WRITE while some is left."""
-    had_pending = bool(conn.out)
+def _send_out(conn: Conn) -> bool:
+    """Send what the kernel takes of ``conn.out``; False once the socket failed."""
     try:
         sent = conn.sock.send(conn.out)
     except BlockingIOError:
         sent = 0
     except OSError:
         conn.closed = True
-        return
+        return False
     del conn.out[:sent]
+    return True
+
+
+def _flush(conn: Conn, sel: selectors.BaseSelector) -> None:
+    """Write what ``conn.out`` holds; ask for EVENT_WRITE while some is left."""
+    had_pending = bool(conn.out)
+    if not _send_out(conn):
+        return
     if conn.out and not had_pending:
         sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
     elif not conn.out and had_pending:
@@ -356,14 +363,8 @@ def _loop_echo(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
 
 def _flush_epoll(conn: Conn, ep: select.epoll) -> None:
     """Write what ``conn.out`` holds; watch EPOLLOUT exactly while some is left."""
-    try:
-        sent = conn.sock.send(conn.out)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        conn.closed = True
+    if not _send_out(conn):
         return
-    del conn.out[:sent]
     ep.modify(conn.sock.fileno(),
               select.EPOLLIN | (select.EPOLLOUT if conn.out else 0))
 

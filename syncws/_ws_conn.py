@@ -27,7 +27,7 @@ from ._connection import SocketConnection
 from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent, run_events
 from ._fastpath import parse_simple_frames
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
-from ._loop import READ, EventLoop
+from ._loop import EventLoop
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -43,8 +43,13 @@ INBOUND_HIGH_WATER = 1024 * 1024
 
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
-# send/enqueue results, mapped to Bun's numbers by the public objects.
+# send/enqueue results, mapped to Bun's numbers by send_result().
 ACCEPTED, BACKPRESSURE, DROPPED = 1, -1, 0
+
+
+def send_result(status: int, payload_len: int) -> int:
+    """Bun's number for an enqueue status: the payload length, -1 or 0."""
+    return payload_len if status == ACCEPTED else status
 
 
 class WsConnection(SocketConnection):
@@ -129,7 +134,7 @@ class WsConnection(SocketConnection):
         """A send found the buffer over the limit: count it, and close if so configured."""
         self.server._count_dropped()
         if self.config.close_on_backpressure_limit:
-            self.loop.call_soon_threadsafe(partial(self.abort, 1006, "backpressure limit"))
+            self.loop.call_soon_threadsafe(partial(self.finalize, 1006, "backpressure limit"))
 
     def enqueue_message(self, opcode: int, payload: bytes) -> int:
         """Queue one message compressed with ``self.deflate``; as ``enqueue``."""
@@ -187,7 +192,7 @@ class WsConnection(SocketConnection):
             if self.state is ReadyState.CLOSED:
                 return
             self.state = ReadyState.CLOSING
-        self.loop.call_soon_threadsafe(partial(self.abort, code, reason))
+        self.loop.call_soon_threadsafe(partial(self.finalize, code, reason))
 
     def set_user_paused(self, paused: bool) -> None:
         """ws.pause() / ws.resume(): stop or restart reading and delivering."""
@@ -264,7 +269,9 @@ class WsConnection(SocketConnection):
                         self.frag_parts.append(payload)
                         self.frag_size = total
                 elif opcode is Opcode.PING:
-                    self.write(encode_frame(OP_PONG, payload))
+                    if not self.local_close_sent:
+                        # No frame may follow our close frame (RFC 6455 5.5.1).
+                        self.write(encode_frame(OP_PONG, payload))
                     if config.ping is not None and not self.local_close_sent:
                         events.append((PING, payload, 0))
                 elif opcode is Opcode.PONG:
@@ -358,7 +365,7 @@ class WsConnection(SocketConnection):
                 self.last_recv = now
             quiet = now - self.last_recv
             if quiet >= idle:
-                self.abort(1006, "idle timeout")
+                self.finalize(1006, "idle timeout")
                 return
             if self.config.send_pings and not self.ping_sent and quiet >= idle / 2:
                 self.ping_sent = True
@@ -464,10 +471,6 @@ class WsConnection(SocketConnection):
         self.want_read(False)
         self.loop.request_flush(self)
 
-    def abort(self, code: int, reason: str) -> None:
-        """Close the TCP connection now, without a closing handshake."""
-        self.finalize(code, reason)
-
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.local_close_sent:
             self.finalize(self.close_code, self.close_reason)
@@ -475,7 +478,11 @@ class WsConnection(SocketConnection):
             self.finalize(1006, "")
 
     def finalize(self, code: int, reason: str) -> None:
-        """The connection is over: close the socket and queue the close handler."""
+        """The connection is over: close the socket and queue the close handler.
+
+        Also how a connection is aborted (terminate, idle timeout, backpressure
+        limit): the TCP connection closes at once, without a closing handshake.
+        """
         if self.finalized:
             return
         self.finalized = True
@@ -494,5 +501,3 @@ class WsConnection(SocketConnection):
         self.deliver([(CLOSE, (code, reason), 0)])
         self.server._ws_finished(self)
 
-
-__all__ = ["READ", "WsConnection"]

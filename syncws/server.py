@@ -27,7 +27,7 @@ from ._options import WebSocketConfig, parse_websocket
 from ._pubsub import TopicRegistry, check_topic
 from ._tls import TlsHandshake, server_context, wrap_accepted
 from ._workers import WorkerPool
-from ._ws_conn import BACKPRESSURE, DROPPED, WsConnection
+from ._ws_conn import ACCEPTED, BACKPRESSURE, DROPPED, WsConnection, send_result
 from .types import SocketAddress
 from .websocket import ServerWebSocket, check_compress
 
@@ -151,6 +151,7 @@ class Server(Generic[T]):
         self._http_conns: set[HttpConnection | TlsHandshake] = set()
         self._ws_conns: set[WsConnection] = set()
         self._saturated_since: float | None = None
+        self._housekeeper = _Housekeeper(self)
         # Guarded by self._lock.
         self._lock = threading.Lock()
         self._all_closed = threading.Condition(self._lock)
@@ -158,7 +159,6 @@ class Server(Generic[T]):
         self._pending_close_handlers = 0
         self._pending_requests = 0
         self._connections = 0
-        self._stopping = False
         self._stopped = threading.Event()
         self._listener_closed = threading.Event()
         self._counters = {"messages_in": 0, "bytes_in": 0, "bytes_out": 0,
@@ -286,7 +286,7 @@ class Server(Generic[T]):
         # Without context takeover one compressed frame serves every
         # subscriber with the same parameters.
         shared_frames: dict[tuple[int, int, int], bytes] = {}
-        worst = 1
+        worst = ACCEPTED
         for conn in subscribers:
             if conn is not exclude:
                 deflate = conn.deflate if deflate_it else None
@@ -299,13 +299,10 @@ class Server(Generic[T]):
                     result = conn.enqueue(shared)
                 else:
                     result = conn.enqueue_message(opcode, payload)
-                if result < worst:
+                # Worst wins, as in Bun: dropped over backpressure over accepted.
+                if result == DROPPED or (result == BACKPRESSURE and worst == ACCEPTED):
                     worst = result
-        if worst == DROPPED:
-            return 0
-        if worst == BACKPRESSURE:
-            return -1
-        return len(payload)
+        return send_result(worst, len(payload))
 
     def subscriber_count(self, topic: str) -> int:
         """How many sockets of this process are subscribed to ``topic`` (0 if none).
@@ -325,8 +322,6 @@ class Server(Generic[T]):
         returns once their ``close`` handlers ran or ``timeout`` passed (at
         once when called from a handler, which would otherwise wait on itself).
         """
-        with self._lock:
-            self._stopping = True
         self._stopped.set()
         self._loop.call_soon_threadsafe(partial(self._stop_in_loop, close_active_connections))
         if self._loop.in_loop_thread():
@@ -471,8 +466,7 @@ class Server(Generic[T]):
         else:
             self._saturated_since = None
         if self._loop._running:
-            timer = _Housekeeper(self)
-            self._loop.timers.arm(timer, self._loop.now + 1.0)
+            self._loop.timers.arm(self._housekeeper, self._loop.now + 1.0)
 
     def _http_finished(self, conn: HttpConnection | TlsHandshake) -> None:
         self._http_conns.discard(conn)

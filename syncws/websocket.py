@@ -10,7 +10,7 @@ from . import _frames
 from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from ._pubsub import check_topic
-from ._ws_conn import BACKPRESSURE, DROPPED
+from ._ws_conn import send_result
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -70,74 +70,58 @@ class ServerWebSocket(Generic[T]):
         """
         check_compress(compress)
         opcode, payload = _frames.message_payload(message)
-        if compress:
-            return self._send_compressed(opcode, payload)
-        return self._send_frame(encode_frame(opcode, payload), len(payload))
+        return self._send(opcode, payload, compress)
 
     def send_text(self, message: str, compress: bool = False) -> int:
         """Send a text message; ``TypeError`` for anything but ``str``."""
         if not isinstance(message, str):
             raise TypeError(f"send_text expects a str, not {type(message).__name__}")
         check_compress(compress)
-        payload = message.encode("utf-8")
-        if compress:
-            return self._send_compressed(OP_TEXT, payload)
-        return self._send_frame(encode_frame(OP_TEXT, payload), len(payload))
+        return self._send(OP_TEXT, message.encode("utf-8"), compress)
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
         """Send a binary message; ``TypeError`` for anything but bytes-like."""
         if not isinstance(message, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary expects bytes, not {type(message).__name__}")
         check_compress(compress)
-        payload = bytes(message)
-        if compress:
-            return self._send_compressed(OP_BINARY, payload)
-        return self._send_frame(encode_frame(OP_BINARY, payload), len(payload))
+        return self._send(OP_BINARY, bytes(message), compress)
 
-    def _send_compressed(self, opcode: int, payload: bytes) -> int:
+    def _send(self, opcode: int, payload: bytes, compress: bool) -> int:
         # As Bun: plain when deflate was not negotiated; plain too when the
         # message is too small to gain from it (see MIN_COMPRESS_SIZE).
         deflate = self._conn.deflate
-        if deflate is None or len(payload) < MIN_COMPRESS_SIZE:
-            return self._send_frame(encode_frame(opcode, payload), len(payload))
-        if deflate.shared:
-            return self._send_frame(deflate.frame(opcode, payload), len(payload))
-        corked: dict[int, list[_Part]] | None = _corked.frames
-        if corked is not None and id(self) in corked:
-            if self._conn.state is not ReadyState.OPEN:
-                return 0
-            corked[id(self)].append((opcode, payload))
-            return len(payload)
-        result = self._conn.enqueue_message(opcode, payload)
-        if result == DROPPED:
-            return 0
-        if result == BACKPRESSURE:
-            return -1
-        return len(payload)
+        part: _Part
+        if not compress or deflate is None or len(payload) < MIN_COMPRESS_SIZE:
+            part = encode_frame(opcode, payload)
+        elif deflate.shared:
+            part = deflate.frame(opcode, payload)
+        else:
+            # A per-connection context compresses in wire order, under its lock.
+            part = (opcode, payload)
+        return self._queue(part, len(payload))
 
-    def _send_frame(self, frame: bytes, payload_len: int) -> int:
+    def _queue(self, part: _Part, payload_len: int) -> int:
         corked: dict[int, list[_Part]] | None = _corked.frames
         if corked is not None and id(self) in corked:
             if self._conn.state is not ReadyState.OPEN:
                 return 0
-            corked[id(self)].append(frame)
+            corked[id(self)].append(part)
             return payload_len
-        result = self._conn.enqueue(frame)
-        if result == DROPPED:
-            return 0
-        if result == BACKPRESSURE:
-            return -1
-        return payload_len
+        if isinstance(part, bytes):
+            status = self._conn.enqueue(part)
+        else:
+            status = self._conn.enqueue_message(*part)
+        return send_result(status, payload_len)
 
     def ping(self, data: str | bytes = b"") -> int:
         """Send a ping (at most 125 bytes); returns the payload length, 0 if closed."""
         payload = _frames.control_payload(data, "ping")
-        return self._send_frame(encode_frame(OP_PING, payload), len(payload))
+        return self._queue(encode_frame(OP_PING, payload), len(payload))
 
     def pong(self, data: str | bytes = b"") -> int:
         """Send an unsolicited pong (at most 125 bytes); returns the payload length."""
         payload = _frames.control_payload(data, "pong")
-        return self._send_frame(encode_frame(OP_PONG, payload), len(payload))
+        return self._queue(encode_frame(OP_PONG, payload), len(payload))
 
     def cork(self, callback: Callable[[ServerWebSocket[T]], R]) -> R:
         """Call ``callback(ws)``; the sends it makes on this thread go out in one write.

@@ -70,3 +70,24 @@ def test_calls_from_many_threads_all_run_promptly() -> None:
         loop.stop()
         assert loop.thread is not None
         loop.thread.join(wait(5))
+
+
+def test_stall_check_runs_every_turn_even_when_the_loop_never_waits() -> None:
+    """A busy loop (calls always queued) must still give a stalled ready queue a runner."""
+    loop = EventLoop()
+    checked: list[float] = []
+
+    def stall_check(now: float) -> bool:
+        checked.append(now)
+        return False
+
+    loop.stall_check = stall_check
+    try:
+        for _ in range(3):
+            loop._calls.append(lambda: None)  # queued: this turn does not wait
+            loop.run_once()
+        assert len(checked) == 3
+    finally:
+        loop.selector.close()
+        loop._wake_recv.close()
+        loop._wake_send.close()

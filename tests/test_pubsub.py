@@ -249,3 +249,27 @@ def test_sixteen_threads_churn_without_deadlock(make_server: Any) -> None:
         assert server.subscriber_count(topic) == expected
     for client in clients:
         client.close()
+
+
+def test_publish_returns_0_when_dropped_for_one_even_if_another_is_backpressured(
+        make_server: Any) -> None:
+    """API.md: 0 when dropped for at least one receiver, whatever the others said."""
+    sockets: list[Any] = []
+    server = make_server(websocket={"open": sockets.append, "message": lambda ws, m: None,
+                                    "backpressure_limit": 1000})
+    first, second = RawClient(server.port, rcvbuf=4096), RawClient(server.port, rcvbuf=4096)
+    wait_for(lambda: len(sockets) == 2, message="both open")
+    stalled, filling = sockets
+    assert stalled.subscribe("t") and filling.subscribe("t")
+    blocked, release = threading.Event(), threading.Event()
+    # Hold the loop thread so nothing is written out while the buffers are set up.
+    server._loop.call_soon_threadsafe(lambda: (blocked.set(), release.wait(wait(5))))
+    try:
+        assert blocked.wait(wait(5))
+        assert stalled.send(b"x" * 1001) == -1   # now over its limit: the next copy drops
+        assert filling.send(b"x" * 500) == 500   # under its limit: the next copy crosses it
+        assert server.publish("t", b"y" * 600) == 0
+    finally:
+        release.set()
+        first.close()
+        second.close()

@@ -529,38 +529,13 @@ def test_running_out_of_descriptors_neither_spins_nor_dies() -> None:
             proc.stdout.close()
 
 
-def test_blocking_handler_does_not_stall_others_under_constant_load(make_server: Any) -> None:
-    """The loop never idles here, and one connection's handler blocks for 1 s."""
-    blocking = threading.Event()
-
-    def on_message(ws: Any, msg: Any) -> None:
-        if msg == "block":
-            blocking.set()
-            time.sleep(1)
-        ws.send(msg)
-
-    server = make_server(websocket={"message": on_message}, workers=2)
-    busy = RawClient(server.port)
-    stop = threading.Event()
-
-    def keep_loop_busy() -> None:
-        while not stop.is_set():
-            busy.send_frame(0x1, b"x")
-            busy.recv_frame()
-
-    with connect(f"ws://127.0.0.1:{server.port}/") as blocker, \
-            connect(f"ws://127.0.0.1:{server.port}/") as other:
-        pump = threading.Thread(target=keep_loop_busy)
-        pump.start()
-        try:
-            blocker.send("block")
-            assert blocking.wait(wait(5))
-            started = time.monotonic()
-            other.send("quick")
-            assert other.recv(timeout=wait(5)) == "quick"
-            assert time.monotonic() - started < 0.5
-            assert blocker.recv(timeout=wait(5)) == "block"
-        finally:
-            stop.set()
-            pump.join(wait(5))
-            busy.close()
+def test_no_pong_after_our_close_frame(make_server: Any) -> None:
+    """RFC 6455 5.5.1: after sending a close frame, an endpoint sends no more frames."""
+    server = make_server(websocket={"message": lambda ws, m: ws.close(4000, "bye")})
+    client = RawClient(server.port)
+    client.send_frame(0x1, b"close me")
+    assert client.recv_close() == (4000, b"bye")
+    client.send_frame(0x9, b"still there?")
+    client.send_frame(0x8, close_body(4000))
+    assert client.at_eof(), "a frame followed the server's close frame"
+    client.close()
