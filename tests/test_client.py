@@ -804,8 +804,11 @@ def test_event_api_order_open_messages_close(make_server: Any) -> None:
 def test_event_api_send_headers_and_client_close(make_server: Any) -> None:
     seen: dict[str, Any] = {}
     server_closed = threading.Event()
+    tried_early_send = threading.Event()
 
     def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        # Hold the handshake until the test has tried to send while CONNECTING.
+        assert tried_early_send.wait(wait(5))
         seen["authorization"] = req.headers.get("authorization")
         server.upgrade(req, headers={"Sec-WebSocket-Protocol": "chat"})
 
@@ -816,8 +819,11 @@ def test_event_api_send_headers_and_client_close(make_server: Any) -> None:
     server = make_server(fetch, {"message": lambda ws, m: ws.send(m), "close": on_close})
     ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/",
                           headers={"Authorization": "Bearer token"}, protocols="chat")
-    with pytest.raises(syncws.InvalidStateError):
-        ws.send("too early")
+    try:
+        with pytest.raises(syncws.InvalidStateError):
+            ws.send("too early")
+    finally:
+        tried_early_send.set()
 
     def echo_then_close(event: syncws.MessageEvent) -> None:
         if event.data == "Hello":
