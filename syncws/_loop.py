@@ -6,9 +6,10 @@ Rules of this file:
   and ``request_flush`` append to a deque and write one byte to a wakeup
   socketpair, and only when no wakeup is pending, so a burst of sends from
   many threads costs one wakeup, not one per send.
-- Each loop turn: wait for I/O or the next deadline, handle ready sockets,
-  run the door's calls, fire due timers, then flush every connection that
-  has new outbound data (one write per socket per turn).
+- Each loop turn: hand the work readied last turn to the worker pool
+  (``before_wait``), wait for I/O or the next deadline, handle ready
+  sockets, run the door's calls, fire due timers, then flush every
+  connection that has new outbound data (one write per socket per turn).
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ class EventLoop:
         self.read_buffer = bytearray(READ_BUFFER_SIZE)
         self.read_view = memoryview(self.read_buffer)
         self._running = False
-        # Called each turn before waiting; True asks to look again soon (the
-        # worker pool's check for a ready queue that stopped moving).
-        self.stall_check: Callable[[float], bool] | None = None
+        # Called each turn before waiting (the worker pool's start_runners);
+        # True asks to look again within STALL_POLL.
+        self.before_wait: Callable[[float], bool] | None = None
         self._thread_id: int | None = None
         self.thread: threading.Thread | None = None
 
@@ -159,9 +160,9 @@ class EventLoop:
         # Order matters: announce the wait, then look at the door. A sender that
         # saw _selecting False appended before this look, so we see its item.
         self._selecting = True
-        # Every turn, busy or not: a stalled ready queue must get a runner even
-        # while the loop never waits.
-        stalled = self.stall_check is not None and self.stall_check(self.now)
+        # Every turn, busy or not: work readied this turn must get a runner,
+        # and a stalled ready queue another one, even while the loop never waits.
+        stalled = self.before_wait is not None and self.before_wait(self.now)
         if self._calls or self._flushes:
             timeout = 0
         else:

@@ -4,12 +4,14 @@ Threads are started up front and named ``syncws-worker-N``. Two ways in:
 
 - ``submit(fn, *args)``: a task for any idle worker (``fetch`` uses it).
 - ``schedule(fn, arg)``: a ready queue drained by "runners", workers that
-  take items one after another. A burst of ready connections then costs one
-  thread wake-up instead of one per connection, which is most of the cost of
-  a small message. A runner stuck in a blocking handler is backed up by
-  another once the queue has not moved for ``STALL_SECONDS`` (the loop calls
-  ``check_stalled`` every turn), up to the pool's size, so a handler that
-  sleeps on one connection never holds up the others for long.
+  take items one after another. The loop calls ``start_runners`` once per
+  turn, after its reads and writes: a turn that readies many connections
+  then costs one thread wake-up, and the woken worker does not fight the
+  loop for the GIL while the loop still has sockets to serve (every system
+  call would hand the GIL over and back). A runner stuck in a blocking
+  handler is backed up by another once the queue has not moved for
+  ``STALL_SECONDS``, up to the pool's size, so a handler that sleeps on
+  one connection never holds up the others for long.
 
 Ordering per connection is the caller's business (a connection is scheduled
 at most once at a time and drains its own event queue).
@@ -66,29 +68,31 @@ class WorkerPool:
         self._tasks.put((fn, args))
 
     def schedule(self, fn: Callable[[Any], None], arg: Any) -> None:
-        """Run ``fn(arg)`` soon on a runner; never blocks. Items run in schedule order."""
+        """Queue ``fn(arg)`` for a runner; never blocks. Items run in schedule order.
+
+        Nothing runs until the loop's next ``start_runners``: a caller off
+        the loop thread must wake the loop afterwards.
+        """
         with self._ready_lock:
             if not self._ready:
                 self._last_progress = time.monotonic()
             self._ready.append((fn, arg))
-            start = self._runners == 0
-            if start:
-                self._runners += 1
-        if start:
-            self._tasks.put((self._run_ready, ()))
 
-    def check_stalled(self, now: float) -> bool:
-        """Start another runner if the ready queue has stood still (loop thread).
+    def start_runners(self, now: float) -> bool:
+        """Give waiting items a runner (the loop calls it once per turn; any thread).
 
-        Returns True while items wait and another runner could still be
-        started, so the loop knows to look again within ``STALL_SECONDS``.
+        Starts the first runner, or one more when the queue has stood still
+        for ``STALL_SECONDS`` and a worker is left. Returns True while items
+        wait and another runner could still be started, so the loop knows to
+        look again within ``STALL_SECONDS``.
         """
         if not self._ready:
             return False
         with self._ready_lock:
-            if not self._ready or self._runners >= self.size:
+            runners = self._runners
+            if not self._ready or runners >= self.size:
                 return False
-            start = now - self._last_progress >= STALL_SECONDS
+            start = runners == 0 or now - self._last_progress >= STALL_SECONDS
             if start:
                 self._runners += 1
                 self._last_progress = now
@@ -126,7 +130,9 @@ class WorkerPool:
         return self._tasks.qsize() + len(self._ready)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Let the workers finish the queued tasks, then end them."""
+        """Let the workers finish the queued tasks and ready items, then end them."""
+        # The loop may be gone: no later turn would start a runner for them.
+        self.start_runners(time.monotonic())
         for _ in self._threads:
             self._tasks.put(_STOP)
         if wait and not self.is_worker_thread():

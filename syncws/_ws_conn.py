@@ -205,6 +205,7 @@ class WsConnection(SocketConnection):
                 self.dispatching = True
         if restart:
             self.server._pool.schedule(run_events, self)
+        # Also wakes the loop, whose next turn starts a runner for the events.
         self.loop.call_soon_threadsafe(self.update_reading)
 
     # -- inbound, loop thread -------------------------------------------------

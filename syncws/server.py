@@ -165,7 +165,7 @@ class Server(Generic[T]):
                           "messages_dropped": 0, "messages_published": 0}
 
         self._pool = WorkerPool(workers)
-        self._loop.stall_check = self._pool.check_stalled
+        self._loop.before_wait = self._pool.start_runners
         if bridge is not None:
             try:
                 bridge._start(self._deliver_local, self._has_subscribers)

@@ -72,16 +72,16 @@ def test_calls_from_many_threads_all_run_promptly() -> None:
         loop.thread.join(wait(5))
 
 
-def test_stall_check_runs_every_turn_even_when_the_loop_never_waits() -> None:
+def test_before_wait_runs_every_turn_even_when_the_loop_never_waits() -> None:
     """A busy loop (calls always queued) must still give a stalled ready queue a runner."""
     loop = EventLoop()
     checked: list[float] = []
 
-    def stall_check(now: float) -> bool:
+    def before_wait(now: float) -> bool:
         checked.append(now)
         return False
 
-    loop.stall_check = stall_check
+    loop.before_wait = before_wait
     try:
         for _ in range(3):
             loop._calls.append(lambda: None)  # queued: this turn does not wait
