@@ -3,11 +3,17 @@
 wsproto costs tens of microseconds per frame in pure Python. Most traffic is
 small complete text or binary frames, so the loop first takes those here and
 hands wsproto everything else from the first frame it does not take: any
-control frame, fragment, reserved bit, 64-bit length, invalid UTF-8, a frame
-over the size limit, or an incomplete tail. wsproto stays the engine of
-record for all of those (it reports the errors and their close codes);
+control frame, fragment, reserved bit, non-minimal length, invalid UTF-8, a
+frame over the size limit. wsproto stays the engine of record for all of
+those (it reports the errors and their close codes);
 ``tests/test_fastpath.py`` feeds both paths the same fuzzed streams and
 requires the same messages and the same verdicts.
+
+A binary frame that has only partly arrived may be held by the caller until
+the rest comes (``wait``), so a big message is unmasked once, whole, instead
+of chunk by chunk through wsproto. Text frames are not held: wsproto checks
+their UTF-8 as the bytes arrive and fails a bad one without waiting for the
+end of the frame.
 
 Pure: no socket, thread or clock.
 """
@@ -20,40 +26,53 @@ _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
 
 
-def parse_simple_frames(data: bytes | memoryview, max_payload: int,
-                        ) -> tuple[int, list[tuple[str | bytes, int]]]:
+def parse_simple_frames(data: bytes | bytearray | memoryview, max_payload: int,
+                        ) -> tuple[int, list[tuple[str | bytes, int]], bool]:
     """Take the leading run of simple frames from ``data``.
 
-    Returns how many bytes were consumed and the messages as
-    ``(payload, length in bytes)``: ``str`` for text, ``bytes`` for binary.
-    Only call it at a frame boundary with no fragmented message in progress.
+    Returns ``(consumed, messages, wait)``: how many bytes were taken, the
+    messages as ``(payload, length in bytes)`` (``str`` for text, ``bytes``
+    for binary), and whether the bytes left over are the start of a binary
+    frame this parser will take once the rest has arrived (the caller keeps
+    them and calls again with more); when ``wait`` is False the leftover
+    belongs to wsproto. Only call it at a frame boundary with no fragmented
+    message in progress.
     """
     messages: list[tuple[str | bytes, int]] = []
     size = len(data)
     pos = 0
-    while size - pos >= 6:
+    while pos < size:
         first = data[pos]
-        second = data[pos + 1]
-        if (first != _FIN_TEXT and first != _FIN_BINARY) or second < 0x80:
+        if first != _FIN_TEXT and first != _FIN_BINARY:
             break
+        if size - pos < 2:
+            return pos, messages, first == _FIN_BINARY
+        second = data[pos + 1]
+        if second < 0x80:
+            break  # unmasked: wsproto fails it
         length = second & 0x7F
+        if length < 126:
+            start = pos + 6
+        elif length == 126:
+            start = pos + 8
+        else:
+            start = pos + 14
+        if start > size:
+            return pos, messages, first == _FIN_BINARY
         if length == 126:
-            if size - pos < 8:
-                break
             length = (data[pos + 2] << 8) | data[pos + 3]
             if length < 126:
                 break  # not the minimal encoding: wsproto refuses it
-            start = pos + 8
         elif length == 127:
-            # 64 KiB and more: wsproto unmasks such frames chunk by chunk as they
-            # arrive, which measured faster than waiting for the whole frame here.
-            break
-        else:
-            start = pos + 6
+            length = int.from_bytes(data[pos + 2:pos + 10], "big")
+            if length < 65536:
+                break  # not minimal, or the top bit set: wsproto refuses it
         end = start + length
-        if end > size or length > max_payload:
+        if length > max_payload:
             break
-        payload = mask_payload(bytes(data[start:end]), bytes(data[start - 4:start]))
+        if end > size:
+            return pos, messages, first == _FIN_BINARY
+        payload = mask_payload(data[start:end], bytes(data[start - 4:start]))
         if first == _FIN_TEXT:
             try:
                 messages.append((payload.decode("utf-8"), length))
@@ -62,4 +81,4 @@ def parse_simple_frames(data: bytes | memoryview, max_payload: int,
         else:
             messages.append((payload, length))
         pos = end
-    return pos, messages
+    return pos, messages, False

@@ -58,7 +58,7 @@ class WsConnection(SocketConnection):
     __slots__ = (
         "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
         "config", "deflate", "dispatching", "finalize_when_flushed", "finalized", "frag_parts",
-        "frag_size", "handler_failed", "inbox", "inbox_bytes", "last_recv",
+        "frag_size", "handler_failed", "held", "inbox", "inbox_bytes", "last_recv",
         "local_close_sent", "pending_fail", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
     )
@@ -77,6 +77,8 @@ class WsConnection(SocketConnection):
         self.proto = FrameProtocol(client=False, extensions=extensions)
         self.frag_parts: list[Any] = []
         self.frag_size = 0
+        # The start of a binary frame the lean parser takes once it is whole.
+        self.held: bytearray | None = None
         self.last_recv = loop.now
         self.ping_sent = False
         self.local_close_sent = False
@@ -229,17 +231,31 @@ class WsConnection(SocketConnection):
         self.ping_sent = False
         self.feed(data)
 
-    def feed(self, data: bytes | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Parse ``data`` and hand complete messages to the handlers."""
         self.server._count_in_bytes(len(data))
         config = self.config
         events: list[InboxEvent] = []
         failure: tuple[int, str] | None = None
         proto = self.proto
+        held = self.held
+        if held is not None:
+            # The fast path held these bytes: wsproto has not seen them.
+            held += data
+            data = held
+            self.held = None
         if self.fast_path_ok():
-            consumed, messages = parse_simple_frames(data, config.max_payload_length)
+            consumed, messages, wait = parse_simple_frames(data, config.max_payload_length)
             if consumed:
                 events = [(MESSAGE, payload, n) for payload, n in messages]
+            if wait:
+                if isinstance(data, bytearray):  # our held buffer: no copy per read
+                    del data[:consumed]
+                    self.held = data
+                else:  # a view of the loop's read buffer, reused next read
+                    self.held = bytearray(data[consumed:])
+                data = b""
+            elif consumed:
                 data = data[consumed:]
         try:
             if data:
@@ -496,6 +512,7 @@ class WsConnection(SocketConnection):
             # Whatever was queued can no longer be read: let delivery go on.
             self.user_paused = False
         self.frag_parts = []
+        self.held = None
         # Unsubscribed before the close handler can run; the handler is queued
         # before the server may wind down its pool.
         self.server._registry.unsubscribe_all(self)
