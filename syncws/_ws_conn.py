@@ -121,11 +121,14 @@ class WsConnection(SocketConnection):
         return result
 
     def _append_locked(self, data: bytes) -> tuple[int, bool]:
-        """Append to ``out``: (ACCEPTED or BACKPRESSURE, whether a flush was already queued)."""
-        assert self.lock.locked()
-        self.out.append(data)
+        """Append to ``out``, ``self.lock`` held.
+
+        Returns (ACCEPTED or BACKPRESSURE, whether a flush was already queued).
+        """
+        out = self.out
+        out.append(data)
         result = ACCEPTED
-        if self.out.size > self.config.backpressure_limit:
+        if out.size > self.config.backpressure_limit:
             self.backpressured = True
             result = BACKPRESSURE
         queued = self.flush_queued

@@ -68,7 +68,8 @@ class ServerWebSocket(Generic[T]):
         the connection is now over its backpressure limit (wait for
         ``drain``), 0 when dropped (closed, or already over the limit).
         """
-        check_compress(compress)
+        if message.__class__ is bytes:
+            return self._send(OP_BINARY, message, compress)
         opcode, payload = _frames.message_payload(message)
         return self._send(opcode, payload, compress)
 
@@ -76,28 +77,30 @@ class ServerWebSocket(Generic[T]):
         """Send a text message; ``TypeError`` for anything but ``str``."""
         if not isinstance(message, str):
             raise TypeError(f"send_text expects a str, not {type(message).__name__}")
-        check_compress(compress)
         return self._send(OP_TEXT, message.encode("utf-8"), compress)
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
         """Send a binary message; ``TypeError`` for anything but bytes-like."""
         if not isinstance(message, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary expects bytes, not {type(message).__name__}")
-        check_compress(compress)
         return self._send(OP_BINARY, bytes(message), compress)
 
     def _send(self, opcode: int, payload: bytes, compress: bool) -> int:
         # As Bun: plain when deflate was not negotiated; plain too when the
         # message is too small to gain from it (see MIN_COMPRESS_SIZE).
-        deflate = self._conn.deflate
         part: _Part
-        if not compress or deflate is None or len(payload) < MIN_COMPRESS_SIZE:
+        if compress is False:  # the common case first: one identity test
             part = encode_frame(opcode, payload)
-        elif deflate.shared:
-            part = deflate.frame(opcode, payload)
         else:
-            # A per-connection context compresses in wire order, under its lock.
-            part = (opcode, payload)
+            check_compress(compress)
+            deflate = self._conn.deflate
+            if not compress or deflate is None or len(payload) < MIN_COMPRESS_SIZE:
+                part = encode_frame(opcode, payload)
+            elif deflate.shared:
+                part = deflate.frame(opcode, payload)
+            else:
+                # A per-connection context compresses in wire order, under its lock.
+                part = (opcode, payload)
         return self._queue(part, len(payload))
 
     def _queue(self, part: _Part, payload_len: int) -> int:
@@ -107,7 +110,7 @@ class ServerWebSocket(Generic[T]):
                 return 0
             corked[id(self)].append(part)
             return payload_len
-        if isinstance(part, bytes):
+        if part.__class__ is bytes:
             status = self._conn.enqueue(part)
         else:
             status = self._conn.enqueue_message(*part)
