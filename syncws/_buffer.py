@@ -39,6 +39,11 @@ class OutboundBuffer:
 
     def consume(self, nbytes: int) -> None:
         """Forget the first ``nbytes`` bytes: the kernel took them."""
+        if nbytes == self.size:
+            # The common case: the kernel took everything.
+            self._chunks.clear()
+            self._head = self.size = 0
+            return
         self.size -= nbytes
         chunks = self._chunks
         head = self._head

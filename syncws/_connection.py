@@ -79,15 +79,16 @@ class SocketConnection:
         """Write as much of ``out`` as the kernel takes, in one system call."""
         if self.closed:
             return
+        out = self.out
         with self.lock:
             self.flush_queued = False
-            chunks = self.out.peek() if self.out and not self.write_blocked else None
+            chunks = out.peek() if out.size and not self.write_blocked else None
         if chunks is None:
             if not self.write_blocked:
                 self.on_flushed()
             return
         try:
-            sent = self.send_chunks(chunks)
+            sent = self.sock.send(chunks[0]) if len(chunks) == 1 else self.send_chunks(chunks)
         except WOULD_BLOCK:
             sent = 0
         except OSError as exc:
@@ -95,8 +96,8 @@ class SocketConnection:
             return
         with self.lock:
             if sent:
-                self.out.consume(sent)
-            remaining = self.out.size
+                out.consume(sent)
+            remaining = out.size
         self.wrote(sent, remaining)
         if remaining:
             if not self.write_blocked:
@@ -106,8 +107,7 @@ class SocketConnection:
             self.on_flushed()
 
     def send_chunks(self, chunks: list[bytes | memoryview]) -> int:
-        if len(chunks) == 1:
-            return self.sock.send(chunks[0])
+        """Write several queued chunks in one call (``flush`` sends a single one itself)."""
         if isinstance(self.sock, ssl.SSLSocket):
             # TLS sockets have no sendmsg(): join up to a bounded size instead.
             size = count = 0

@@ -73,10 +73,13 @@ class WorkerPool:
         Nothing runs until the loop's next ``start_runners``: a caller off
         the loop thread must wake the loop afterwards.
         """
-        with self._ready_lock:
-            if not self._ready:
-                self._last_progress = time.monotonic()
-            self._ready.append((fn, arg))
+        # No lock: a deque append is atomic, and only start_runners (under the
+        # lock) starts runners, so a runner that just saw the queue empty and
+        # stopped is replaced on the loop's next turn.
+        ready = self._ready
+        if not ready:
+            self._last_progress = time.monotonic()
+        ready.append((fn, arg))
 
     def start_runners(self, now: float) -> bool:
         """Give waiting items a runner (the loop calls it once per turn; any thread).

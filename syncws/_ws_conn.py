@@ -236,11 +236,11 @@ class WsConnection(SocketConnection):
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Parse ``data`` and hand complete messages to the handlers."""
-        self.server._count_in_bytes(len(data))
+        server = self.server
         config = self.config
         events: list[InboxEvent] = []
         failure: tuple[int, str] | None = None
-        proto = self.proto
+        nread = len(data)
         held = self.held
         if held is not None:
             # The fast path held these bytes: wsproto has not seen them.
@@ -251,6 +251,11 @@ class WsConnection(SocketConnection):
             consumed, messages, wait = parse_simple_frames(data, config.max_payload_length)
             if consumed:
                 events = [(MESSAGE, payload, n) for payload, n in messages]
+                if consumed == len(data):
+                    # The common case: only simple frames, wsproto sees nothing.
+                    server._count_in(nread, len(events))
+                    self.deliver(events)
+                    return
             if wait:
                 if isinstance(data, bytearray):  # our held buffer: no copy per read
                     del data[:consumed]
@@ -260,6 +265,7 @@ class WsConnection(SocketConnection):
                 data = b""
             elif consumed:
                 data = data[consumed:]
+        proto = self.proto
         try:
             if data:
                 proto.receive_bytes(data)  # type: ignore[arg-type]
@@ -303,8 +309,8 @@ class WsConnection(SocketConnection):
                     break
         except ParseFailed as exc:
             failure = (int(exc.code), str(exc))
+        server._count_in(nread, sum(1 for e in events if e[0] == MESSAGE))
         if events:
-            self.server._count_in_messages(sum(1 for e in events if e[0] == MESSAGE))
             self.deliver(events)
         if failure is not None:
             self.fail(*failure)
@@ -323,7 +329,9 @@ class WsConnection(SocketConnection):
 
     def deliver(self, events: list[InboxEvent]) -> None:
         """Append events to the inbox and make sure one worker drains it."""
-        nbytes = sum(e[2] for e in events)
+        nbytes = 0
+        for event in events:  # (usually one or two: cheaper than sum() of a generator)
+            nbytes += event[2]
         with self.lock:
             self.inbox.extend(events)
             self.inbox_bytes += nbytes

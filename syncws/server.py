@@ -571,11 +571,10 @@ class Server(Generic[T]):
 
     # Counters: written from the loop thread (in) and from senders (out, dropped);
     # they are operator figures, so a rare lost update is acceptable.
-    def _count_in_bytes(self, n: int) -> None:
-        self._counters["bytes_in"] += n
-
-    def _count_in_messages(self, n: int) -> None:
-        self._counters["messages_in"] += n
+    def _count_in(self, nbytes: int, messages: int) -> None:
+        counters = self._counters
+        counters["bytes_in"] += nbytes
+        counters["messages_in"] += messages
 
     def _count_out_bytes(self, n: int) -> None:
         self._counters["bytes_out"] += n
