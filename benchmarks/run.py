@@ -209,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown server {s!r}")
     if not 1 <= args.pairs <= 50 or not 0.5 <= args.duration <= 120:
         parser.error("--pairs must be 1..50 and --duration 0.5..120 s")
+    from syncws._frames import SPEEDUPS
+
     print(f"# machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"pairs={args.pairs}, duration={args.duration} s", flush=True)
+          f"pairs={args.pairs}, duration={args.duration} s, "
+          f"syncws C masking (syncws[speedups]): {'on' if SPEEDUPS else 'off'}", flush=True)
     results = {s: run_scenario(s, servers, pairs=args.pairs, duration=args.duration,
                                procs=args.procs, window=args.window) for s in scenarios}
     if args.json:
