@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 
+import pytest
 from conftest import wait
 
-from syncws._loop import EventLoop
+from syncws._loop import EventLoop, Waker
 
 
 def test_a_wakeup_during_the_drain_is_not_swallowed() -> None:
@@ -80,3 +82,21 @@ def test_before_wait_runs_every_turn_even_when_the_loop_never_waits() -> None:
     finally:
         loop.selector.close()
         loop.waker.close()
+
+
+@pytest.mark.parametrize("eventfd", [True, False], ids=["eventfd", "socketpair"])
+def test_waker_wakes_select_and_drains(monkeypatch: pytest.MonkeyPatch, eventfd: bool) -> None:
+    if not eventfd:
+        monkeypatch.delattr(os, "eventfd", raising=False)
+    elif not hasattr(os, "eventfd"):
+        pytest.skip("no eventfd here")
+    waker = Waker()
+    try:
+        assert select.select([waker], [], [], 0)[0] == []
+        for _ in range(3000):  # more than one read's worth on the socketpair
+            waker.wake()
+        assert select.select([waker], [], [], wait(1))[0] == [waker]
+        waker.drain()
+        assert select.select([waker], [], [], 0)[0] == []
+    finally:
+        waker.close()
