@@ -1,0 +1,71 @@
+"""The worker pool: the loop starts runners once per turn, a stalled runner gets a backup."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import wait, wait_for
+
+from syncws._workers import STALL_SECONDS, WorkerPool
+
+
+def test_scheduled_items_wait_for_start_runners_then_run_in_order_on_one_thread() -> None:
+    pool = WorkerPool(4)
+    try:
+        ran: list[tuple[int, str]] = []
+        done = threading.Event()
+
+        def item(n: int) -> None:
+            ran.append((n, threading.current_thread().name))
+            if n == 49:
+                done.set()
+
+        for n in range(50):
+            pool.schedule(item, n)
+        # Nothing wakes a worker until the loop's turn says so.
+        assert not done.wait(0.05) and ran == []
+        assert pool.start_runners(time.monotonic())  # items wait: look again soon
+        assert done.wait(wait(5))
+        assert [n for n, _ in ran] == list(range(50))
+        # One turn, one wake-up: a single runner took the whole burst.
+        assert len({name for _, name in ran}) == 1
+        wait_for(lambda: not pool.start_runners(time.monotonic()), message="queue drained")
+    finally:
+        pool.shutdown()
+
+
+def test_a_stalled_runner_gets_a_backup_only_after_the_stall_time() -> None:
+    pool = WorkerPool(2)
+    release = threading.Event()
+    second = threading.Event()
+    try:
+        def block(_: object) -> None:
+            release.wait(wait(10))
+
+        def mark(_: object) -> None:
+            second.set()
+
+        pool.schedule(block, None)
+        pool.schedule(mark, None)
+        pool.start_runners(time.monotonic())
+        wait_for(lambda: pool.busy == 1, message="the first item blocks its runner")
+        # Within the stall time no second runner starts, however often the loop looks
+        # (the clock is the loop's: the times are given, not read).
+        moved = pool._last_progress  # when the runner took the blocking item
+        assert pool.start_runners(moved + STALL_SECONDS / 2)
+        assert not second.wait(0.05)
+        # Past it, the loop's next look starts one, and the second item runs.
+        assert pool.start_runners(moved + STALL_SECONDS)
+        assert second.wait(wait(5))
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_shutdown_runs_items_no_loop_turn_will_start() -> None:
+    pool = WorkerPool(2)
+    done = threading.Event()
+    pool.schedule(lambda _: done.set(), None)
+    pool.shutdown()  # waits for the workers to end
+    assert done.is_set()
