@@ -651,7 +651,7 @@ def fanout(host: str, port: int, *, server_pid: int, subscribers: int, size: int
     for seq, t0 in published.items():
         arrivals = [x["arrive"].get(seq) for x in sub_results]
         if all(a is not None for a in arrivals):
-            times.append((max(arrivals) - t0) / 1e6)  # type: ignore[type-var]
+            times.append((max(arrivals) - t0) / 1e6)
     times.sort()
     delivered = sum(x["delivered"] for x in sub_results)
     return {

@@ -121,11 +121,17 @@ def fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
+# A run counts as quiet when the rest of the machine used at most this many cores.
+QUIET_OTHER_CPU = 0.10
+
+
 def print_table(scenario: str, servers: list[str],
-                runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+                rounds: dict[str, list[dict[str, float] | None]]) -> dict[str, Any]:
+    """Print medians and syncws/peer ratios; ``rounds[name][i]`` is round i (None: failed)."""
     kind = SCENARIOS[scenario]["kind"]
     primary, higher_better = PRIMARY[kind]
     secondary = SECONDARY[kind]
+    runs = {name: [r for r in rounds[name] if r is not None] for name in servers}
     metrics: list[str] = []
     for name in servers:
         for r in runs[name]:
@@ -134,32 +140,47 @@ def print_table(scenario: str, servers: list[str],
               f"{primary} syncws/peer", f"{secondary} syncws/peer"]
     rows = []
     summary: dict[str, Any] = {}
-    base = runs.get("syncws", [])
+    quiet_notes = []
+    base = rounds.get("syncws", [])
     for name in servers:
         ok = runs[name]
         med = {m: statistics.median([r[m] for r in ok if m in r]) if ok else float("nan")
                for m in metrics}
         ratios: list[float] = []
         ratios2: list[float] = []
+        quiet: list[float] = []
         if name != "syncws":
-            for a, b in zip(base, ok, strict=False):
+            # Same round only: a ratio compares runs made one after the other.
+            for a, b in zip(base, rounds[name], strict=False):
+                if a is None or b is None:
+                    continue
                 if b.get(primary):
                     ratios.append(a[primary] / b[primary])
+                    if max(a.get("other cpu", 0.0), b.get("other cpu", 0.0)) <= QUIET_OTHER_CPU:
+                        quiet.append(a[primary] / b[primary])
                 if b.get(secondary):
                     ratios2.append(a[secondary] / b[secondary])
+            if ratios and "other cpu" in metrics:
+                quiet_notes.append(
+                    f"{name}: {len(quiet)} of {len(ratios)} rounds quiet"
+                    + (f", median ratio {fmt(statistics.median(quiet))}" if quiet else ""))
         ratio = statistics.median(ratios) if ratios else float("nan")
         ratio2 = statistics.median(ratios2) if ratios2 else float("nan")
         summary[name] = {"median": med, "ratio": ratio, "ratio_secondary": ratio2,
+                         "ratio_quiet": statistics.median(quiet) if quiet else None,
                          "runs": ok}
         rows.append([name, str(len(ok)), *(fmt(med[m]) for m in metrics),
                      fmt(ratio), fmt(ratio2)])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     better = "higher" if higher_better else "lower"
     print(f"\n## {scenario}: {json.dumps(SCENARIOS[scenario])}  ({primary}: {better} is better)")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    for row in rows:
+        print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    if quiet_notes:
+        print(f"\nQuiet rounds (other cpu <= {QUIET_OTHER_CPU} core in both runs), "
+              f"{primary} syncws/peer: " + "; ".join(quiet_notes))
     sys.stdout.flush()
     return summary
 
@@ -167,7 +188,7 @@ def print_table(scenario: str, servers: list[str],
 def run_scenario(scenario: str, servers: list[str], *, pairs: int, duration: float,
                  procs: int | None, window: int | None = None,
                  verbose: bool = True) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    rounds: dict[str, list[dict[str, float] | None]] = {name: [] for name in servers}
     for i in range(pairs):
         for name in servers:
             t0 = time.monotonic()
@@ -175,13 +196,14 @@ def run_scenario(scenario: str, servers: list[str], *, pairs: int, duration: flo
                 result = run_one(name, scenario, duration=duration, procs=procs, window=window)
             except Exception as exc:
                 print(f"[{scenario} #{i + 1}] {name}: FAILED: {exc}", file=sys.stderr, flush=True)
+                rounds[name].append(None)
                 continue
-            runs[name].append(result)
+            rounds[name].append(result)
             if verbose:
                 shown = ", ".join(f"{k}={fmt(v)}" for k, v in result.items())
                 print(f"[{scenario} #{i + 1}] {name}: {shown} ({time.monotonic() - t0:.1f} s)",
                       file=sys.stderr, flush=True)
-    return print_table(scenario, servers, runs)
+    return print_table(scenario, servers, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
