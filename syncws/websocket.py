@@ -92,9 +92,9 @@ class ServerWebSocket(Generic[T]):
         if compress is False:  # the common case first: one identity test
             part = encode_frame(opcode, payload)
         else:
-            check_compress(compress)
+            check_compress(compress)  # True, or a TypeError
             deflate = self._conn.deflate
-            if not compress or deflate is None or len(payload) < MIN_COMPRESS_SIZE:
+            if deflate is None or len(payload) < MIN_COMPRESS_SIZE:
                 part = encode_frame(opcode, payload)
             elif deflate.shared:
                 part = deflate.frame(opcode, payload)
