@@ -539,3 +539,30 @@ def test_no_pong_after_our_close_frame(make_server: Any) -> None:
     client.send_frame(0x8, close_body(4000))
     assert client.at_eof(), "a frame followed the server's close frame"
     client.close()
+
+
+def test_wrong_send_arguments_raise_type_error_and_send_nothing(make_server: Any) -> None:
+    outcomes: list[str] = []
+
+    def message(ws: syncws.ServerWebSocket[None], msg: str | bytes) -> None:
+        bad_calls = [
+            lambda: ws.send(123),  # type: ignore[arg-type]
+            lambda: ws.send("x", compress=1),  # type: ignore[arg-type]
+            lambda: ws.send(b"x", compress=None),  # type: ignore[arg-type]
+            lambda: ws.send_text(b"x"),  # type: ignore[arg-type]
+            lambda: ws.send_binary("x"),  # type: ignore[arg-type]
+        ]
+        for call in bad_calls:
+            try:
+                call()
+                outcomes.append("sent")
+            except TypeError:
+                outcomes.append("TypeError")
+        ws.send("done")
+
+    server = make_server(echo_fetch, {"message": message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("go")
+        # Nothing reached the wire before "done".
+        assert client.recv(timeout=wait(5)) == "done"
+    assert outcomes == ["TypeError"] * 5
