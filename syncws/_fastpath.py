@@ -66,7 +66,7 @@ def parse_simple_frames(data: bytes | bytearray | memoryview, max_payload: int,
         elif length == 127:
             length = int.from_bytes(data[pos + 2:pos + 10], "big")
             if length < 65536:
-                break  # not minimal, or the top bit set: wsproto refuses it
+                break  # not the minimal encoding (a set top bit fails the size check)
         end = start + length
         if length > max_payload:
             break
