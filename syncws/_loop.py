@@ -3,9 +3,9 @@
 Rules of this file:
 - Only the loop thread touches a socket, a wsproto object or an h11 object.
 - Other threads reach the loop through one door: ``call_soon_threadsafe``
-  and ``request_flush`` append to a deque and write one byte to a wakeup
-  socketpair, and only when no wakeup is pending, so a burst of sends from
-  many threads costs one wakeup, not one per send.
+  and ``request_flush`` append to a deque and wake the loop through its
+  ``Waker``, only when it waits and no wakeup is pending, so a burst of sends
+  from many threads costs one wakeup, not one per send.
 - Each loop turn: hand the work readied last turn to the worker pool
   (``before_wait``), wait for I/O or the next deadline, handle ready
   sockets, run the door's calls, fire due timers, then flush every
@@ -147,7 +147,7 @@ class EventLoop:
 
     def _wake(self) -> None:
         # A busy loop checks the door before it next waits (run_once sets
-        # _selecting first, then looks), so only a waiting loop needs a byte.
+        # _selecting first, then looks), so only a waiting loop needs a wakeup.
         if self._selecting and not self._wake_pending:
             self._wake_pending = True
             self.waker.wake()
