@@ -102,13 +102,16 @@ class WsConnection(SocketConnection):
 
     # -- outbound, any thread ------------------------------------------------
 
-    def enqueue(self, frame: bytes) -> int:
-        """Queue an encoded frame; ACCEPTED, BACKPRESSURE or DROPPED (as Bun)."""
+    def enqueue(self, frame: bytes, admitted: bool = False) -> int:
+        """Queue an encoded frame; ACCEPTED, BACKPRESSURE or DROPPED (as Bun).
+
+        ``admitted``: ``admit`` already took the decision (a cork ending).
+        """
         limit = self.config.backpressure_limit
         with self.lock:
             if self.state is not ReadyState.OPEN:
                 return DROPPED
-            if self.out.size > limit:
+            if self.out.size > limit and not admitted:
                 self.backpressured = True
                 result = DROPPED
                 queued = True
@@ -135,6 +138,27 @@ class WsConnection(SocketConnection):
         self.flush_queued = True
         return result, queued
 
+    def admit(self, pending: int, nbytes: int) -> int:
+        """Decide, as ``enqueue`` would, on a corked frame of ``nbytes``; append nothing.
+
+        ``pending`` counts the bytes corked before it: they are not in ``out``
+        yet but will be, so a cork can never grow the buffer past the limit
+        by more than one message.
+        """
+        with self.lock:
+            if self.state is not ReadyState.OPEN:
+                return DROPPED
+            queued = self.out.size + pending
+            limit = self.config.backpressure_limit
+            result = DROPPED if queued > limit else \
+                BACKPRESSURE if queued + nbytes > limit else ACCEPTED
+            if result is not ACCEPTED:
+                # The caller saw -1 or 0 and waits for drain: make sure it comes.
+                self.backpressured = True
+        if result is DROPPED:
+            self.dropped()
+        return result
+
     def dropped(self) -> None:
         """A send found the buffer over the limit: count it, and close if so configured."""
         self.server._count_dropped()
@@ -145,7 +169,7 @@ class WsConnection(SocketConnection):
         """Queue one message compressed with ``self.deflate``; as ``enqueue``."""
         return self.enqueue_parts([(opcode, payload)])
 
-    def enqueue_parts(self, parts: list[bytes | tuple[int, bytes]]) -> int:
+    def enqueue_parts(self, parts: list[bytes | tuple[int, bytes]], admitted: bool = False) -> int:
         """Queue encoded frames and ``(opcode, payload)`` messages to compress, as one write.
 
         With a per-connection deflate context, its lock is held from the
@@ -160,13 +184,13 @@ class WsConnection(SocketConnection):
             return self.enqueue(b"".join(
                 part if isinstance(part, bytes) else
                 deflate.frame(*part) if deflate is not None else encode_frame(*part)
-                for part in parts))
+                for part in parts), admitted)
         limit = self.config.backpressure_limit
         with deflate.lock:
             with self.lock:
                 if self.state is not ReadyState.OPEN:
                     return DROPPED
-                over = self.out.size > limit
+                over = self.out.size > limit and not admitted
                 if over:
                     self.backpressured = True
             if not over:

@@ -10,7 +10,7 @@ from . import _frames
 from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from ._pubsub import check_topic
-from ._ws_conn import send_result
+from ._ws_conn import DROPPED, send_result
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -28,10 +28,20 @@ R = TypeVar("R")
 _Part = bytes | tuple[int, bytes]
 
 
+class _Cork:
+    """The frames one ``cork()`` call has taken so far, and their size."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[_Part] = []
+        self.size = 0
+
+
 class _CorkState(threading.local):
     # A class-level default: reading a missing thread-local attribute through
     # getattr(..., None) raises and catches AttributeError on every send.
-    frames: dict[int, list[_Part]] | None = None
+    corks: dict[int, _Cork] | None = None
 
 
 _corked = _CorkState()
@@ -104,12 +114,16 @@ class ServerWebSocket(Generic[T]):
         return self._queue(part, len(payload))
 
     def _queue(self, part: _Part, payload_len: int) -> int:
-        corked: dict[int, list[_Part]] | None = _corked.frames
-        if corked is not None and id(self) in corked:
-            if self._conn.state is not ReadyState.OPEN:
-                return 0
-            corked[id(self)].append(part)
-            return payload_len
+        corks = _corked.corks
+        if corks is not None and id(self) in corks:
+            cork = corks[id(self)]
+            # A message still to compress is counted at its uncompressed size.
+            nbytes = len(part) if isinstance(part, bytes) else len(part[1])
+            status = self._conn.admit(cork.size, nbytes)
+            if status != DROPPED:
+                cork.parts.append(part)
+                cork.size += nbytes
+            return send_result(status, payload_len)
         if part.__class__ is bytes:
             status = self._conn.enqueue(part)
         else:
@@ -134,22 +148,24 @@ class ServerWebSocket(Generic[T]):
         """
         if not callable(callback):
             raise TypeError("cork expects a callable")
-        corked: dict[int, list[_Part]] | None = _corked.frames
-        if corked is None:
-            corked = _corked.frames = {}
-        if id(self) in corked:
+        corks = _corked.corks
+        if corks is None:
+            corks = _corked.corks = {}
+        if id(self) in corks:
             return callback(self)
-        frames: list[_Part] = []
-        corked[id(self)] = frames
+        cork = corks[id(self)] = _Cork()
         try:
             return callback(self)
         finally:
-            del corked[id(self)]
+            del corks[id(self)]
+            # Each send was admitted against the limit as it was made (and
+            # told -1 or 0 then): what was taken goes out whatever the buffer holds now.
+            frames = cork.parts
             if frames:
                 if all(isinstance(frame, bytes) for frame in frames):
-                    self._conn.enqueue(b"".join(frames))  # type: ignore[arg-type]
+                    self._conn.enqueue(b"".join(frames), admitted=True)  # type: ignore[arg-type]
                 else:
-                    self._conn.enqueue_parts(frames)
+                    self._conn.enqueue_parts(frames, admitted=True)
 
     # -- pub/sub --------------------------------------------------------------
 

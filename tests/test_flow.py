@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -220,6 +221,95 @@ def test_cork_sends_in_one_write(make_server: Any) -> None:
         assert client.recv_frame()[3] == f"c{i}".encode()
     assert counter.writes - uncorked == 1
     assert uncorked >= 50
+    client.close()
+
+
+# The three ways out: plain frames, the shared compressor, a per-connection one.
+DEFLATE_MODES = {"plain": False, "deflate-shared": True,
+                 "deflate-per-connection": {"server_no_context_takeover": False}}
+
+
+@pytest.mark.parametrize("deflate", list(DEFLATE_MODES.values()), ids=list(DEFLATE_MODES))
+def test_cork_keeps_the_backpressure_limit(make_server: Any, deflate: Any) -> None:
+    """Sends inside cork() say -1 and 0 as plain sends do; a dropped one never goes out."""
+    rec = Sockets()
+    limit = 256 * 1024
+    server = make_server(websocket=rec.spec(backpressure_limit=limit,
+                                            per_message_deflate=deflate))
+    extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+    client = RawClient(server.port, extra=extra, rcvbuf=4096)  # reads nothing for now
+    assert (client.header("Sec-WebSocket-Extensions") is not None) == bool(deflate)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    chunk = 64 * 1024
+    # Random bytes: a frame is as big with deflate as without.
+    payloads = [i.to_bytes(4, "big") + os.urandom(chunk - 4) for i in range(160)]
+
+    def corked(w: Any) -> list[int]:
+        return [w.send(p, compress=bool(deflate)) for p in payloads]
+
+    results = ws.cork(corked)
+    accepted = results.index(0)
+    assert results[:accepted - 1] == [chunk] * (accepted - 1)
+    assert results[accepted - 1] == -1
+    assert set(results[accepted:]) == {0}
+    assert accepted <= limit // chunk + 1
+    # Headers, and deflate's few bytes per message on random data, count too.
+    assert ws.buffered_amount <= limit + chunk + 1024
+
+    inflater = zlib.decompressobj(-15)
+    for i in range(accepted):
+        _, _, rsv, payload = client.recv_frame()
+        if rsv:  # compressed (syncws sends random bytes plain: deflating would grow them)
+            payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+        assert payload == payloads[i]
+    assert rec.drained.wait(wait(5))
+    assert ws.cork(lambda w: w.send("after")) == 5
+    assert client.recv_frame()[3] == b"after"
+    client.close()
+
+
+@pytest.mark.parametrize("deflate", list(DEFLATE_MODES.values()), ids=list(DEFLATE_MODES))
+def test_corked_sends_survive_a_full_buffer_at_the_cork_end(make_server: Any,
+                                                            deflate: Any) -> None:
+    """What a corked send took (and said so) goes out even if another thread filled the buffer."""
+    rec = Sockets()
+    limit = 256 * 1024
+    server = make_server(websocket=rec.spec(backpressure_limit=limit,
+                                            per_message_deflate=deflate))
+    extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+    client = RawClient(server.port, extra=extra)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    chunk = 64 * 1024
+    payloads = [i.to_bytes(4, "big") + os.urandom(chunk - 4) for i in range(8)]
+    # Hold the loop so nothing leaves the buffer while the cork runs.
+    stalled, release = threading.Event(), threading.Event()
+    server._loop.call_soon_threadsafe(lambda: (stalled.set(), release.wait(wait(10))))
+    assert stalled.wait(wait(5))
+    other: list[int] = []
+
+    def corked(w: Any) -> list[int]:
+        mine = [w.send(p, compress=bool(deflate)) for p in payloads[:2]]
+        filler = threading.Thread(
+            target=lambda: other.extend(w.send(p, compress=bool(deflate)) for p in payloads[2:]))
+        filler.start()
+        filler.join()
+        return mine
+
+    try:
+        assert ws.cork(corked) == [chunk, chunk]
+    finally:
+        release.set()
+    assert other == [chunk] * 3 + [-1, 0, 0]  # frame headers count too
+    inflater = zlib.decompressobj(-15)
+    received = []
+    for _ in range(6):
+        _, _, rsv, payload = client.recv_frame()
+        if rsv:
+            payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
+        received.append(payloads.index(payload))
+    assert received == [2, 3, 4, 5, 0, 1]
     client.close()
 
 
