@@ -8,12 +8,14 @@ through ``syncws.wsgi``. The chat name comes from the Flask session (set by
 the form on the page) or ``?name=``. ``POST /announce`` (form field
 ``text``) is a plain Flask view that publishes to the room.
 
-Why the Origin check: browsers send cookies with WebSocket handshakes, even
-to a page of another site (there is no CORS for WebSockets). Without the
-check, any site you visit could open ``ws://127.0.0.1:3000/ws`` with your
-session and chat in your name. Browsers always send ``Origin`` on a
-WebSocket handshake, so ``/ws`` refuses one that is not this site's own.
-Clients that are not browsers may send none; they carry no victim's cookies.
+Why the Origin checks: browsers send cookies with WebSocket handshakes and
+form posts, even from a page of another site (there is no CORS for
+WebSockets, and Flask has no CSRF protection of its own). Without the
+checks, any site you visit could open ``ws://127.0.0.1:3000/ws`` or post to
+``/announce`` with your session and chat in your name. Browsers always send
+``Origin`` on a WebSocket handshake and on a cross-site POST, so both are
+refused when it is not this site's own. Clients that are not browsers may
+send none; they carry no victim's cookies.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ document.getElementById("chat").onsubmit = (event) => {
 """
 
 
+@app.before_request
+def refuse_cross_site_posts() -> tuple[str, int] | None:
+    # Flask has no CSRF protection of its own (a real app adds Flask-WTF): a
+    # form on another site's page could post here with the user's session.
+    request = flask.request
+    if request.method == "POST" and not same_origin(request.headers.get("Origin"),
+                                                    request.host, request.scheme):
+        return "POST from this site only", 403
+    return None
+
+
 @app.get("/")
 def index() -> str:
     return flask.render_template_string(PAGE, name=flask.session.get("name"))
@@ -83,13 +96,9 @@ def announce() -> dict[str, int]:
 flask_fetch = syncws.wsgi(app)
 
 
-def same_origin(req: syncws.Request) -> bool:
-    """True unless ``Origin`` names another site than the one in ``Host``."""
-    origin = req.headers.get("origin")
-    if origin is None:
-        return True  # not a browser
-    scheme = "https" if req.url.startswith("https:") else "http"
-    return origin == f"{scheme}://{req.headers.get('host', '')}"
+def same_origin(origin: str | None, host: str, scheme: str) -> bool:
+    """True unless ``origin`` names another site than ``host`` (None: not a browser)."""
+    return origin is None or origin == f"{scheme}://{host}"
 
 
 def session_name(req: syncws.Request, server: syncws.Server[str]) -> str | None:
@@ -101,7 +110,8 @@ def session_name(req: syncws.Request, server: syncws.Server[str]) -> str | None:
 
 def fetch(req: syncws.Request, server: syncws.Server[str]) -> syncws.Response | None:
     if req.path == "/ws":
-        if not same_origin(req):
+        scheme = "https" if req.url.startswith("https:") else "http"
+        if not same_origin(req.headers.get("origin"), req.headers.get("host", ""), scheme):
             return syncws.Response("Cross-origin WebSocket refused", status=403)
         name = session_name(req, server) or req.query.get("name") or "Anonymous"
         if server.upgrade(req, data=name[:32]):

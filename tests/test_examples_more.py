@@ -151,6 +151,13 @@ def test_framework_chat_example(example: str, framework: str) -> None:
                 assert status == 200 and json.loads(body) == {"subscribers": 2}
                 assert ada.recv(timeout=wait(5)) == "announcement: tea time"
                 assert bob.recv(timeout=wait(5)) == "announcement: tea time"
+                # Another site's page cannot post with the user's cookie (ada's next
+                # message below shows that nothing was published).
+                for path, form in (("/announce", "text=evil"), ("/login", "name=evil")):
+                    status, _, _ = http_request(url, "POST", path, form.encode(),
+                                                {**FORM, "Origin": "http://evil.example",
+                                                 "Cookie": cookie})
+                    assert status == 403, path
             assert ada.recv(timeout=wait(5)) == "bob left"
         # A page of another site cannot open the socket with the user's cookie.
         with pytest.raises(InvalidStatus) as refused, \
