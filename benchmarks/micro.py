@@ -22,6 +22,8 @@ import statistics
 import threading
 import time
 import timeit
+from collections.abc import Callable
+from functools import partial
 
 from syncws._frames import mask_payload_python
 
@@ -67,15 +69,16 @@ def masking_us(size: int) -> dict[str, float]:
     payload, key = os.urandom(size), os.urandom(4)
     number = 20000 if size < 1024 else 200
     found: dict[str, float] = {}
-    implementations = {"pure Python": mask_payload_python}
+    implementations: dict[str, Callable[[bytes, bytes], bytes]] = {
+        "pure Python": mask_payload_python}
     try:
-        from websockets.speedups import apply_mask  # type: ignore[import-not-found]
+        from websockets.speedups import apply_mask
     except ImportError:
         pass
     else:
         implementations["C (syncws[speedups])"] = apply_mask
     for name, fn in implementations.items():
-        best = min(timeit.repeat(lambda fn=fn: fn(payload, key), number=number, repeat=5))
+        best = min(timeit.repeat(partial(fn, payload, key), number=number, repeat=5))
         found[name] = best / number * 1e6
     return found
 
