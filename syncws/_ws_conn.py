@@ -27,7 +27,7 @@ from ._connection import SocketConnection
 from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent, run_events
 from ._fastpath import parse_simple_frames
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
-from ._loop import EventLoop
+from ._loop import READ, EventLoop
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -385,14 +385,19 @@ class WsConnection(SocketConnection):
             return
         with self.lock:
             paused = self.backlog_paused or self.user_paused
+        if not paused and not self.interest & READ:
+            # Reading again: the quiet time was ours, not the peer's.
+            self.last_recv = self.loop.now
         self.want_read(not paused)
 
     # -- timers, loop thread --------------------------------------------------
 
     def arm_timer(self) -> None:
-        deadlines = []
         if self.close_deadline is not None:
-            deadlines.append(self.close_deadline)
+            # Closing: the idle clock no longer matters.
+            self.loop.timers.arm(self, self.close_deadline)
+            return
+        deadlines = []
         idle = self.config.idle_timeout
         if idle > 0:
             if self.config.send_pings and not self.ping_sent:
@@ -406,14 +411,17 @@ class WsConnection(SocketConnection):
         if self.closed:
             return
         if self.close_deadline is not None and now >= self.close_deadline:
-            self.finalize(self.close_code, self.close_reason)
+            if self.pending_fail is not None and not self.local_close_sent:
+                # The handlers had their time: fail now, close frame and all.
+                self._fail_now(*self.pending_fail)
+            else:
+                self.finalize(self.close_code, self.close_reason)
             return
         idle = self.config.idle_timeout
         if idle > 0 and not self.local_close_sent:
-            with self.lock:
-                paused = self.backlog_paused or self.user_paused
-            if paused:
-                # The idle clock is frozen while we are the ones not reading.
+            if not self.interest & READ:
+                # The idle clock is frozen while we are the ones not reading
+                # (paused, or resumed but not reading again yet).
                 self.last_recv = now
             quiet = now - self.last_recv
             if quiet >= idle:
@@ -471,7 +479,6 @@ class WsConnection(SocketConnection):
                 self.state = ReadyState.CLOSING
         if self.local_close_sent:
             # Our close was answered: the handshake is complete.
-            self.close_deadline = None
             self.flush_then_finalize()
             return
         self.local_close_sent = True
@@ -518,7 +525,10 @@ class WsConnection(SocketConnection):
         self.flush_then_finalize()
 
     def flush_then_finalize(self) -> None:
-        self.close_deadline = None
+        # A peer that stops reading cannot hold the socket open: what is still
+        # queued gets CLOSE_HANDSHAKE_TIMEOUT to go out.
+        self.close_deadline = self.loop.now + CLOSE_HANDSHAKE_TIMEOUT
+        self.arm_timer()
         self.finalize_when_flushed = True
         self.want_read(False)
         self.loop.request_flush(self)

@@ -152,6 +152,24 @@ def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
     client.close()
 
 
+def test_resume_gives_a_silent_peer_a_whole_idle_period(make_server: Any) -> None:
+    """The idle clock is frozen while paused: it does not run out just after resume()."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    ws.pause()
+    # Past an idle tick and just short of the next one (ticks come once a second).
+    assert not rec.closed.wait(1.9)
+    ws.resume()
+    resumed = time.monotonic()
+    assert rec.closed.wait(wait(5))
+    assert rec.events[-1] == ("close", 1006, "idle timeout")
+    assert time.monotonic() - resumed >= 0.8
+    client.close()
+
+
 def test_max_connections_refuses_the_eleventh(make_server: Any) -> None:
     server = make_server(websocket={"message": lambda ws, m: ws.send(m)}, max_connections=10)
     clients = [RawClient(server.port) for _ in range(10)]

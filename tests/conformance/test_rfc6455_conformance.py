@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import RawClient, client_frame, close_body, wait_for
+from conftest import RawClient, client_frame, close_body, wait, wait_for
 
 import syncws
+import syncws._ws_conn
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -272,6 +273,54 @@ def test_messages_before_a_protocol_error_are_answered_first(
     with echo.lock:
         assert echo.messages == ["first"]
     assert_serves(echo.port)
+
+
+def test_protocol_error_behind_a_stuck_handler_still_sends_its_close_code(
+        make_server: Callable[..., syncws.Server[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that outlives the close timeout does not turn 1007 into a silent 1006."""
+    monkeypatch.setattr(syncws._ws_conn, "CLOSE_HANDSHAKE_TIMEOUT", 0.3)
+    release = threading.Event()
+    closes: list[tuple[int, str]] = []
+    server = make_server(websocket={
+        "message": lambda ws, m: release.wait(wait(10)) if m == "slow" else ws.send(m),
+        "close": lambda ws, code, reason: closes.append((code, reason))})
+    client = connect(server.port)
+    client.send_frame(OP_TEXT, b"slow")
+    client.send_frame(OP_TEXT, b"bad \xff")
+    try:
+        code, _ = client.recv_close()  # comes after the timeout, the handler still running
+        assert code == 1007
+        assert client.at_eof()
+    finally:
+        release.set()
+    wait_for(lambda: bool(closes), message="the close handler")
+    assert closes[0][0] == 1007
+    assert_serves(server.port)
+
+
+def test_peer_that_closes_and_stops_reading_is_let_go(
+        make_server: Callable[..., syncws.Server[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our close answer stuck behind megabytes the peer never reads: dropped after the timeout."""
+    monkeypatch.setattr(syncws._ws_conn, "CLOSE_HANDSHAKE_TIMEOUT", 0.3)
+    opened: list[Any] = []
+    closes: list[tuple[int, str]] = []
+    server = make_server(websocket={
+        "open": opened.append, "message": lambda ws, m: None,
+        "close": lambda ws, code, reason: closes.append((code, reason)),
+        "backpressure_limit": 64 * 1024 * 1024})
+    client = RawClient(server.port, rcvbuf=4096)
+    _clients.append(client)
+    wait_for(lambda: bool(opened), message="open")
+    ws = opened[0]
+    # More than the kernel's socket buffers hold, so some stays queued in syncws.
+    for _ in range(200):
+        ws.send(bytes(64 * 1024))
+    wait_for(lambda: ws.buffered_amount > 0 and server.stats()["bytes_out"] > 0,
+             message="the kernel buffers full")
+    client.send_frame(OP_CLOSE, close_body(1000))
+    wait_for(lambda: bool(closes), timeout=5, message="the close handler")
+    assert closes == [(1000, "")]
+    assert server.stats()["open_websockets"] == 0
 
 
 # -- 8.1: invalid UTF-8 fails fast, before the message (or frame) ends ---------------
