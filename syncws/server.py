@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _frames
+from ._cork import Part, active_corks, queue_part
 from ._deflate import MIN_COMPRESS_SIZE, DeflateExtension, make_compressor, negotiate
 from ._frames import encode_frame
 from ._handshake import build_101, is_websocket_request, make_decision, upgrade_problem
@@ -286,19 +287,24 @@ class Server(Generic[T]):
         # Without context takeover one compressed frame serves every
         # subscriber with the same parameters.
         shared_frames: dict[tuple[int, int, int], bytes] = {}
+        # A publish from inside ws.cork() joins the cork: it keeps its place
+        # among that socket's sends.
+        corks = active_corks()
         worst = ACCEPTED
         for conn in subscribers:
             if conn is not exclude:
                 deflate = conn.deflate if deflate_it else None
+                part: Part
                 if deflate is None:
-                    result = conn.enqueue(frame)
+                    part = frame
                 elif deflate.shared:
                     shared = shared_frames.get(deflate.key)
                     if shared is None:
                         shared = shared_frames[deflate.key] = deflate.frame(opcode, payload)
-                    result = conn.enqueue(shared)
+                    part = shared
                 else:
-                    result = conn.enqueue_message(opcode, payload)
+                    part = (opcode, payload)
+                result = queue_part(conn, part, corks)
                 # Worst wins, as in Bun: dropped over backpressure over accepted.
                 if result == DROPPED or (result == BACKPRESSURE and worst == ACCEPTED):
                     worst = result

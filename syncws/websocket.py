@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import _frames
+from ._cork import Part, active_corks, end_cork, queue_part, start_cork
 from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from ._pubsub import check_topic
-from ._ws_conn import DROPPED, send_result
+from ._ws_conn import send_result
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -21,30 +21,6 @@ __all__ = ["ServerWebSocket"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# Per thread: the frames a cork() callback has sent so far, by connection.
-# A message for a per-connection deflate context stays (opcode, payload)
-# until the cork ends: it must be compressed in wire order (see enqueue_parts).
-_Part = bytes | tuple[int, bytes]
-
-
-class _Cork:
-    """The frames one ``cork()`` call has taken so far, and their size."""
-
-    __slots__ = ("parts", "size")
-
-    def __init__(self) -> None:
-        self.parts: list[_Part] = []
-        self.size = 0
-
-
-class _CorkState(threading.local):
-    # A class-level default: reading a missing thread-local attribute through
-    # getattr(..., None) raises and catches AttributeError on every send.
-    corks: dict[int, _Cork] | None = None
-
-
-_corked = _CorkState()
 
 
 def check_compress(compress: object) -> bool:
@@ -98,7 +74,7 @@ class ServerWebSocket(Generic[T]):
     def _send(self, opcode: int, payload: bytes, compress: bool) -> int:
         # As Bun: plain when deflate was not negotiated; plain too when the
         # message is too small to gain from it (see MIN_COMPRESS_SIZE).
-        part: _Part
+        part: Part
         if compress is False:  # the common case first: one identity test
             part = encode_frame(opcode, payload)
         else:
@@ -113,22 +89,8 @@ class ServerWebSocket(Generic[T]):
                 part = (opcode, payload)
         return self._queue(part, len(payload))
 
-    def _queue(self, part: _Part, payload_len: int) -> int:
-        corks = _corked.corks
-        if corks is not None and id(self) in corks:
-            cork = corks[id(self)]
-            # A message still to compress is counted at its uncompressed size.
-            nbytes = len(part) if isinstance(part, bytes) else len(part[1])
-            status = self._conn.admit(cork.size, nbytes)
-            if status != DROPPED:
-                cork.parts.append(part)
-                cork.size += nbytes
-            return send_result(status, payload_len)
-        if part.__class__ is bytes:
-            status = self._conn.enqueue(part)
-        else:
-            status = self._conn.enqueue_message(*part)
-        return send_result(status, payload_len)
+    def _queue(self, part: Part, payload_len: int) -> int:
+        return send_result(queue_part(self._conn, part, active_corks()), payload_len)
 
     def ping(self, data: str | bytes = b"") -> int:
         """Send a ping (at most 125 bytes); returns the payload length, 0 if closed."""
@@ -148,24 +110,12 @@ class ServerWebSocket(Generic[T]):
         """
         if not callable(callback):
             raise TypeError("cork expects a callable")
-        corks = _corked.corks
-        if corks is None:
-            corks = _corked.corks = {}
-        if id(self) in corks:
+        if not start_cork(self._conn):
             return callback(self)
-        cork = corks[id(self)] = _Cork()
         try:
             return callback(self)
         finally:
-            del corks[id(self)]
-            # Each send was admitted against the limit as it was made (and
-            # told -1 or 0 then): what was taken goes out whatever the buffer holds now.
-            frames = cork.parts
-            if frames:
-                if all(isinstance(frame, bytes) for frame in frames):
-                    self._conn.enqueue(b"".join(frames), admitted=True)  # type: ignore[arg-type]
-                else:
-                    self._conn.enqueue_parts(frames, admitted=True)
+            end_cork(self._conn)
 
     # -- pub/sub --------------------------------------------------------------
 

@@ -242,6 +242,38 @@ def test_cork_sends_in_one_write(make_server: Any) -> None:
     client.close()
 
 
+def test_publishes_inside_cork_keep_their_place_among_the_sends(make_server: Any) -> None:
+    """Within one connection, sends and publishes arrive in the order they were called."""
+    rec = Sockets()
+
+    def on_open(ws: Any) -> None:
+        ws.subscribe("t")
+        rec.sockets.append(ws)
+
+    server = make_server(websocket=rec.spec(open=on_open, publish_to_self=True))
+    client = RawClient(server.port)
+    other = RawClient(server.port)
+    wait_for(lambda: len(rec.sockets) == 2, message="both open")
+    ws = next(w for w in rec.sockets if w.remote_address == "127.0.0.1" and
+              w._conn.peer[1] == client.sock.getsockname()[1])
+
+    def corked(w: Any) -> None:
+        w.send("1 send")
+        server.publish("t", "2 server.publish")
+        w.send("3 send")
+        w.publish("t", "4 ws.publish")
+        w.send("5 send")
+
+    ws.cork(corked)
+    assert [client.recv_frame()[3].decode() for _ in range(5)] == [
+        "1 send", "2 server.publish", "3 send", "4 ws.publish", "5 send"]
+    # The other subscriber gets both publishes too.
+    assert [other.recv_frame()[3].decode() for _ in range(2)] == [
+        "2 server.publish", "4 ws.publish"]
+    client.close()
+    other.close()
+
+
 # The three ways out: plain frames, the shared compressor, a per-connection one.
 DEFLATE_MODES = {"plain": False, "deflate-shared": True,
                  "deflate-per-connection": {"server_no_context_takeover": False}}
