@@ -215,13 +215,17 @@ class WsConnection(SocketConnection):
             self.state = ReadyState.CLOSING
         self.loop.call_soon_threadsafe(partial(self.start_close, code, reason))
 
-    def request_terminate(self, code: int = 1006, reason: str = "") -> None:
-        """Drop the TCP connection without a closing handshake (any thread)."""
+    def request_terminate(self) -> None:
+        """Drop the TCP connection without a closing handshake (any thread).
+
+        Only an open connection: once closing, the handshake under way keeps
+        its code and reason (and its own deadline), as in Bun.
+        """
         with self.lock:
-            if self.state is ReadyState.CLOSED:
+            if self.state is not ReadyState.OPEN:
                 return
             self.state = ReadyState.CLOSING
-        self.loop.call_soon_threadsafe(partial(self.finalize, code, reason))
+        self.loop.call_soon_threadsafe(partial(self.finalize, 1006, ""))
 
     def set_user_paused(self, paused: bool) -> None:
         """ws.pause() / ws.resume(): stop or restart reading and delivering."""

@@ -182,7 +182,11 @@ class ServerWebSocket(Generic[T]):
         self._conn.request_close(code, reason)
 
     def terminate(self) -> None:
-        """Drop the TCP connection at once; ``close`` gets 1006."""
+        """Drop the TCP connection at once; ``close`` gets 1006.
+
+        Does nothing once the connection is closing (after ``close()``, or
+        the peer's close frame): that close finishes with its own code.
+        """
         self._conn.request_terminate()
 
     # -- flow control -----------------------------------------------------------
