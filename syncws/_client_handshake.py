@@ -23,7 +23,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 
 from ._deflate import Agreement, DeflateExtension
 from ._handshake import accept_key, header_tokens
-from ._http import Headers
+from ._http import TOKEN_CHARS, Headers, header_pairs
 from .exceptions import HandshakeError
 
 logger = logging.getLogger("syncws")
@@ -44,9 +44,6 @@ _RESERVED_HEADERS = frozenset({
     "transfer-encoding",
 })
 
-# RFC 7230 token characters: what a subprotocol name may be made of.
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
-                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def make_deflate_extension() -> Extension:
@@ -176,31 +173,12 @@ def parse_url(url: object) -> Target:
 
 def normalize_headers(headers: object) -> list[tuple[str, str]]:
     """Check the user's extra request headers; ``ValueError``/``TypeError`` name ``headers``."""
-    if headers is None:
-        return []
-    if isinstance(headers, Mapping):
-        pairs = list(headers.items())
-    elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes)):
-        pairs = list(headers)
-    else:
-        raise TypeError(f"headers must be a dict or a list of (name, value) pairs, "
-                        f"not {type(headers).__name__}")
-    checked: list[tuple[str, str]] = []
-    for pair in pairs:
-        if not (isinstance(pair, tuple) and len(pair) == 2):
-            raise TypeError("headers must be (name, value) pairs")
-        name, value = pair
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError("headers must map str names to str values")
-        if not name or any(ch not in _TOKEN_CHARS for ch in name):
-            raise ValueError(f"headers: {name!r} is not a valid header name")
-        if any(ch in "\r\n\0" for ch in value):
-            raise ValueError(f"headers: the value of {name!r} contains CR, LF or NUL")
+    pairs = header_pairs(headers)
+    for name, _ in pairs:
         if name.lower() in _RESERVED_HEADERS:
             hint = " (use subprotocols=)" if name.lower() == "sec-websocket-protocol" else ""
             raise ValueError(f"headers: {name!r} is set by the handshake itself{hint}")
-        checked.append((name, value))
-    return checked
+    return pairs
 
 
 def normalize_subprotocols(subprotocols: object, argument: str = "subprotocols") -> list[str]:
@@ -215,7 +193,7 @@ def normalize_subprotocols(subprotocols: object, argument: str = "subprotocols")
     for item in items:
         if not isinstance(item, str):
             raise TypeError(f"{argument} must contain str, not {type(item).__name__}")
-        if not item or any(ch not in _TOKEN_CHARS for ch in item):
+        if not item or any(ch not in TOKEN_CHARS for ch in item):
             raise ValueError(f"{argument}: {item!r} is not a valid subprotocol token")
         if item in result:
             raise ValueError(f"{argument}: {item!r} is listed twice")

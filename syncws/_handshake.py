@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._http import Headers
+from ._http import Headers, header_pairs
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -89,21 +89,9 @@ def make_decision(headers: Headers, extra: object, data: Any) -> UpgradeDecision
     A ``Sec-WebSocket-Protocol`` entry selects the subprotocol, which must be
     one the client offered; the handshake's own headers may not be overridden.
     """
-    if extra is None:
-        pairs: list[tuple[str, str]] = []
-    elif isinstance(extra, dict):
-        pairs = list(extra.items())
-    elif isinstance(extra, (list, tuple)):
-        pairs = list(extra)
-    else:
-        raise TypeError(f"headers must be a dict or a list of pairs, not {type(extra).__name__}")
     chosen = ""
     kept: list[tuple[str, str]] = []
-    for name, value in pairs:
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError("headers must map str names to str values")
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-            raise ValueError(f"header {name!r} has a character that may not appear in a header")
+    for name, value in header_pairs(extra):
         lowered = name.lower()
         if lowered == "sec-websocket-protocol":
             chosen = value.strip()

@@ -14,6 +14,41 @@ __all__ = ["Headers", "Request", "Response"]
 
 HeaderItems = Mapping[str, str] | Iterable[tuple[str, str]]
 
+# RFC 9110 token characters: what a header name (or a subprotocol) is made of.
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
+                        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def header_pairs(headers: object) -> list[tuple[str, str]]:
+    """Check headers a user passes in (a mapping or (name, value) pairs).
+
+    ``TypeError`` or ``ValueError``, naming ``headers``, for anything that
+    could not go on the wire as given (a CR or LF would start a header of
+    its own).
+    """
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        pairs = list(headers.items())
+    elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes)):
+        pairs = list(headers)
+    else:
+        raise TypeError(f"headers must be a dict or a list of (name, value) pairs, "
+                        f"not {type(headers).__name__}")
+    checked: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError("headers must be (name, value) pairs")
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError("headers must map str names to str values")
+        if not name or any(ch not in TOKEN_CHARS for ch in name):
+            raise ValueError(f"headers: {name!r} is not a valid header name")
+        if any(ch in "\r\n\0" for ch in value):
+            raise ValueError(f"headers: the value of {name!r} contains CR, LF or NUL")
+        checked.append((name, value))
+    return checked
+
 
 class Headers(Mapping[str, str]):
     """Case-insensitive, read-only view of HTTP headers.
@@ -115,7 +150,7 @@ class Response:
                  headers: HeaderItems | None = None) -> None:
         if not isinstance(status, int) or not 100 <= status <= 999:
             raise ValueError(f"status must be an HTTP status code, not {status!r}")
-        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        pairs = header_pairs(headers)
         names = {name.lower() for name, _ in pairs}
         if isinstance(body, str):
             body = body.encode("utf-8")
@@ -132,7 +167,7 @@ class Response:
     @classmethod
     def json(cls, obj: Any, status: int = 200, headers: HeaderItems | None = None) -> Response:
         """A response whose body is ``obj`` as JSON (``application/json``)."""
-        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+        pairs = header_pairs(headers)
         pairs.append(("Content-Type", "application/json"))
         return cls(_json.dumps(obj).encode("utf-8"), status, pairs)
 

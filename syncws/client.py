@@ -245,8 +245,8 @@ class ClientWebSocket:
         connection is closed and every message that arrived before the close
         has been received. Thread-safe: each message goes to one caller.
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
         while True:
             kind, value = self._inbox.get(timeout)
             if kind == _MESSAGE:

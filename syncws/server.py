@@ -116,6 +116,17 @@ class Server(Generic[T]):
             raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
         if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, not {request_timeout!r}")
+        if not isinstance(hostname, str):
+            raise TypeError(f"hostname must be a str, not {type(hostname).__name__}")
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise TypeError(f"port must be an int, not {type(port).__name__}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {port}")
+        if not isinstance(max_request_body_size, int) or isinstance(max_request_body_size, bool):
+            raise TypeError(f"max_request_body_size must be an int, "
+                            f"not {type(max_request_body_size).__name__}")
+        if max_request_body_size < 0:
+            raise ValueError(f"max_request_body_size must be >= 0, not {max_request_body_size}")
         if bridge is not None:
             bridge._check_unused()
         self._fetch = fetch

@@ -356,6 +356,8 @@ def test_recv_timeout(make_server: Any) -> None:
     with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:
         with pytest.raises(TimeoutError):
             ws.recv(timeout=0.05)
+        with pytest.raises(ValueError, match="timeout"):
+            ws.recv(timeout="1")  # type: ignore[arg-type]
         ws.send("after")
         assert ws.recv(timeout=wait(5)) == "after"
 

@@ -169,6 +169,47 @@ def test_bad_websocket_options_are_refused(spec: dict[str, Any], error: type) ->
         syncws.serve(websocket=spec, port=0, hostname="127.0.0.1")
 
 
+@pytest.mark.parametrize("kwargs, error, named", [
+    ({"port": -1}, ValueError, "port"),
+    ({"port": 65536}, ValueError, "port"),
+    ({"port": "80"}, TypeError, "port"),
+    ({"hostname": 1}, TypeError, "hostname"),
+    ({"max_request_body_size": -1}, ValueError, "max_request_body_size"),
+    ({"max_request_body_size": "1MB"}, TypeError, "max_request_body_size"),
+])
+def test_bad_serve_arguments_are_refused_by_name(kwargs: dict[str, Any], error: type,
+                                                 named: str) -> None:
+    kwargs = {"hostname": "127.0.0.1", "port": 0, **kwargs}
+    with pytest.raises(error, match=named):
+        syncws.serve(**kwargs)
+
+
+@pytest.mark.parametrize("headers, error", [
+    (5, TypeError),
+    ({"X-A": "a\r\nSet-Cookie: evil=1"}, ValueError),
+    ({"Bad Name": "x"}, ValueError),
+    ([("X-A",)], TypeError),
+])
+def test_bad_response_and_upgrade_headers_are_refused(make_server: Any, headers: Any,
+                                                      error: type) -> None:
+    with pytest.raises(error, match="headers"):
+        syncws.Response("x", headers=headers)
+    raised: list[BaseException] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response | None:
+        try:
+            server.upgrade(req, headers=headers)
+        except (TypeError, ValueError) as exc:
+            raised.append(exc)
+        return syncws.Response("refused", status=400)
+
+    server = make_server(fetch, websocket={"message": lambda ws, m: None})
+    client = RawClient(server.port)
+    assert client.status == 400  # the fetch went on; nothing reached the wire
+    assert len(raised) == 1 and isinstance(raised[0], error)
+    client.close()
+
+
 def test_async_handlers_are_refused() -> None:
     async def message(ws: Any, msg: Any) -> None:
         pass
