@@ -140,23 +140,37 @@ def control_payload(data: object, what: str) -> bytes:
     """The payload of a ping or pong: str (as UTF-8) or bytes-like, at most 125 bytes."""
     if isinstance(data, str):
         payload = data.encode("utf-8")
-    elif isinstance(data, (bytes, bytearray, memoryview)):
-        payload = bytes(data)
     else:
-        raise TypeError(f"{what} data must be str or bytes, not {type(data).__name__}")
+        found = buffer_bytes(data)
+        if found is None:
+            raise TypeError(f"{what} data must be str or bytes, not {type(data).__name__}")
+        payload = found
     if len(payload) > MAX_CONTROL_PAYLOAD:
         raise ValueError(f"{what} data is {len(payload)} bytes; at most 125 are allowed")
     return payload
+
+
+def buffer_bytes(data: object) -> bytes | None:
+    """The bytes of a bytes-like object (bytes, bytearray, memoryview, array,
+    NumPy array: anything with the buffer protocol); None for anything else."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return None
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    with view:
+        return view.tobytes()
 
 
 def message_payload(message: object, argument: str = "message") -> tuple[int, bytes]:
     """Return ``(opcode, payload bytes)`` for a str (text) or bytes-like (binary) message."""
     if isinstance(message, str):
         return OP_TEXT, message.encode("utf-8")
-    if isinstance(message, bytes):
-        return OP_BINARY, message
-    if isinstance(message, (bytearray, memoryview)):
-        return OP_BINARY, bytes(message)
-    raise TypeError(
-        f"{argument} must be str (text) or bytes-like (binary), not {type(message).__name__}"
-    )
+    payload = buffer_bytes(message)
+    if payload is None:
+        raise TypeError(
+            f"{argument} must be str (text) or bytes-like (binary), not {type(message).__name__}")
+    return OP_BINARY, payload

@@ -67,9 +67,10 @@ class ServerWebSocket(Generic[T]):
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
         """Send a binary message; ``TypeError`` for anything but bytes-like."""
-        if not isinstance(message, (bytes, bytearray, memoryview)):
+        payload = _frames.buffer_bytes(message)
+        if payload is None:
             raise TypeError(f"send_binary expects bytes, not {type(message).__name__}")
-        return self._send(OP_BINARY, bytes(message), compress)
+        return self._send(OP_BINARY, payload, compress)
 
     def _send(self, opcode: int, payload: bytes, compress: bool) -> int:
         # As Bun: plain when deflate was not negotiated; plain too when the
@@ -165,9 +166,10 @@ class ServerWebSocket(Generic[T]):
     def publish_binary(self, topic: str, message: bytes | bytearray | memoryview,
                        compress: bool = False) -> int:
         """``publish`` for bytes-like data; ``TypeError`` for anything else."""
-        if not isinstance(message, (bytes, bytearray, memoryview)):
+        payload = _frames.buffer_bytes(message)
+        if payload is None:
             raise TypeError(f"publish_binary expects bytes, not {type(message).__name__}")
-        return self.publish(topic, message, compress)
+        return self.publish(topic, payload, compress)
 
     # -- closing --------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import base64
 import hashlib
 import os
@@ -52,6 +53,28 @@ def test_text_stays_text_and_binary_stays_binary(make_server: Any) -> None:
         assert client.recv(timeout=wait(5)) == "héllo"
         client.send(payload)
         assert client.recv(timeout=wait(5)) == payload
+
+
+def test_any_bytes_like_object_goes_out_as_binary(make_server: Any) -> None:
+    """array.array, a memoryview of ints, a bytearray: all binary frames of their bytes."""
+    numbers = array.array("i", [1, 2, 3])
+    expected = numbers.tobytes()
+
+    def on_message(ws: Any, message: Any) -> None:
+        ws.subscribe("t")
+        ws.send(numbers)
+        ws.send_binary(memoryview(numbers))
+        server.publish("t", numbers)
+        ws.publish_binary("t", bytearray(expected))  # not to self: publish_to_self is off
+        ws.ping(numbers)
+
+    server = make_server(websocket={"message": on_message})
+    client = RawClient(server.port)
+    client.send_frame(0x1, b"go")
+    assert [client.recv_frame() for _ in range(4)] == [
+        (0x2, True, 0, expected), (0x2, True, 0, expected), (0x2, True, 0, expected),
+        (0x9, True, 0, expected)]
+    client.close()
 
 
 def test_raw_handshake_101_headers_and_subprotocol(make_server: Any) -> None:
