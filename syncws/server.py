@@ -173,7 +173,7 @@ class Server(Generic[T]):
         self._connections = 0
         self._stopped = threading.Event()
         self._listener_closed = threading.Event()
-        self._counters = {"messages_in": 0, "bytes_in": 0, "bytes_out": 0,
+        self._counters = {"messages_in": 0, "bytes_in": 0, "messages_out": 0, "bytes_out": 0,
                           "messages_dropped": 0, "messages_published": 0}
 
         self._pool = WorkerPool(workers)
@@ -302,6 +302,7 @@ class Server(Generic[T]):
         # among that socket's sends.
         corks = active_corks()
         worst = ACCEPTED
+        queued = 0
         for conn in subscribers:
             if conn is not exclude:
                 deflate = conn.deflate if deflate_it else None
@@ -316,9 +317,12 @@ class Server(Generic[T]):
                 else:
                     part = (opcode, payload)
                 result = queue_part(conn, part, corks)
+                if result != DROPPED:
+                    queued += 1
                 # Worst wins, as in Bun: dropped over backpressure over accepted.
                 if result == DROPPED or (result == BACKPRESSURE and worst == ACCEPTED):
                     worst = result
+        self._counters["messages_out"] += queued
         return send_result(worst, len(payload))
 
     def subscriber_count(self, topic: str) -> int:

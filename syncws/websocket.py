@@ -10,7 +10,7 @@ from ._cork import Part, active_corks, end_cork, queue_part, start_cork
 from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from ._pubsub import check_topic
-from ._ws_conn import send_result
+from ._ws_conn import DROPPED, send_result
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -88,7 +88,10 @@ class ServerWebSocket(Generic[T]):
             else:
                 # A per-connection context compresses in wire order, under its lock.
                 part = (opcode, payload)
-        return self._queue(part, len(payload))
+        status = queue_part(self._conn, part, active_corks())
+        if status != DROPPED:
+            self._server._counters["messages_out"] += 1
+        return send_result(status, len(payload))
 
     def _queue(self, part: Part, payload_len: int) -> int:
         return send_result(queue_part(self._conn, part, active_corks()), payload_len)

@@ -364,14 +364,24 @@ def test_corked_sends_survive_a_full_buffer_at_the_cork_end(make_server: Any,
 
 
 def test_stats_counts(make_server: Any) -> None:
-    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
-    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+    def on_message(ws: Any, message: str) -> None:
+        ws.send(message)
+        ws.cork(lambda w: w.send("corked"))
+        server.publish("t", "to both")
+
+    server = make_server(websocket={"open": lambda ws: ws.subscribe("t"),
+                                    "message": on_message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client, \
+            connect(f"ws://127.0.0.1:{server.port}/") as other:
         for _ in range(5):
             client.send("hello")
-            client.recv(timeout=wait(5))
+            assert [client.recv(timeout=wait(5)) for _ in range(3)] == [
+                "hello", "corked", "to both"]
+            assert other.recv(timeout=wait(5)) == "to both"
         stats = server.stats()
-    assert stats["open_websockets"] == 1
+    assert stats["open_websockets"] == 2
     assert stats["messages_in"] == 5
+    assert stats["messages_out"] == 5 * 4  # send, corked send, publish to two sockets
     assert stats["bytes_out"] >= 5 * 7
     assert stats["workers"] == 4
 
