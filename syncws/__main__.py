@@ -22,10 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--no-deflate", action="store_true",
-                        help="do not negotiate permessage-deflate")
-    parser.add_argument("--max-payload-length", type=int, default=16 * 1024 * 1024)
+                        help="echo: do not negotiate permessage-deflate")
+    parser.add_argument("--max-payload-length", type=int, default=None,
+                        help="echo: the largest message in bytes (default 16 MiB)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
+    if args.mode == "demo" and (args.no_deflate or args.max_payload_length is not None):
+        # The chat has its own settings (4 KiB messages, no compression).
+        parser.error("--no-deflate and --max-payload-length apply to echo only")
+    if args.max_payload_length is None:
+        args.max_payload_length = 16 * 1024 * 1024
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.mode == "demo":

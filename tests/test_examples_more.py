@@ -187,3 +187,12 @@ def test_demo_command_serves_the_page_and_the_chat() -> None:
                 assert ada.recv(timeout=wait(5)) == "grace hopper: hello"
                 assert grace.recv(timeout=wait(5)) == "grace hopper: hello"
             assert ada.recv(timeout=wait(5)) == "grace hopper left"
+
+
+@pytest.mark.parametrize("flag", [["--no-deflate"], ["--max-payload-length", "100000"]])
+def test_demo_command_refuses_echo_only_flags(flag: list[str]) -> None:
+    """The chat has its own limits: a flag it would ignore is an error, not a surprise."""
+    result = subprocess.run([sys.executable, "-m", "syncws", "demo", "--port", "0", *flag],
+                            capture_output=True, text=True, timeout=wait(20))
+    assert result.returncode == 2
+    assert "apply to echo only" in result.stderr
