@@ -74,9 +74,9 @@ INBOX_MAX_BYTES: Final = 1024 * 1024
 INBOX_MAX_MESSAGES: Final = 1024
 _READ_SIZE = 65536
 
-# Closes that end iteration quietly: normal, going away, and a close frame
-# without a status code (what Bun's client sends for a bare ``close()``).
-_CLEAN_CODES = frozenset({1000, 1001, 1005})
+# Closes that end iteration quietly: normal and going away. Anything else,
+# an empty close frame (1005) included, raises: the loop learns why it ended.
+_CLEAN_CODES = frozenset({1000, 1001})
 
 _MESSAGE, _TOO_BIG, _WAKE, _END = 0, 1, 2, 3
 _Item = tuple[int, object]
@@ -261,7 +261,7 @@ class ClientWebSocket:
     def __iter__(self) -> Iterator[str | bytes]:
         """Messages until the connection closes. Blocks between messages.
 
-        Ends quietly on a 1000, 1001 or status-less (1005) close; raises
+        Ends quietly on a 1000 or 1001 close (or after our own ``close()``);
         ``ConnectionClosed`` for any other close.
         """
         while True:

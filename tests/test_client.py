@@ -230,6 +230,25 @@ def test_iteration_ends_quietly_on_normal_close(make_server: Any) -> None:
         assert info.value.code == 1000
 
 
+def test_iteration_raises_on_a_close_without_status(make_server: Any) -> None:
+    """Only 1000 and 1001 end iteration quietly: an empty close frame (1005) raises."""
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(server_frame(0x1, b"a") + server_frame(0x8, b""))
+        opcode, _, _, payload = read_client_frame(sock)
+        assert (opcode, payload) == (0x8, b"")  # the answer carries no status either
+
+    raw = RawServer(script)
+    with syncws.connect(f"ws://127.0.0.1:{raw.port}/") as ws:
+        received = []
+        with pytest.raises(syncws.ConnectionClosed) as info:
+            for message in ws:
+                received.append(message)
+        assert received == ["a"]
+        assert info.value.code == 1005
+    raw.join()
+
+
 def test_server_close_4001_raises_connection_closed(make_server: Any) -> None:
     def on_open(ws: Any) -> None:
         ws.send("last words")
