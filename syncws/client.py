@@ -262,7 +262,7 @@ class ClientWebSocket:
         """Messages until the connection closes. Blocks between messages.
 
         Ends quietly on a 1000 or 1001 close (or after our own ``close()``);
-        ``ConnectionClosed`` for any other close.
+        raises ``ConnectionClosed`` for any other close.
         """
         while True:
             try:
