@@ -154,8 +154,8 @@ class Server(Generic[T]):
             sock.close()
             raise
         self._sock = sock
-        self.hostname = hostname
-        self.port: int = sock.getsockname()[1]
+        self._hostname = hostname
+        self._port: int = sock.getsockname()[1]
 
         # Owned by the loop thread.
         self._loop = EventLoop()
@@ -190,6 +190,16 @@ class Server(Generic[T]):
         self._loop.call_soon_threadsafe(self._housekeeping)
 
     # -- facts ----------------------------------------------------------------
+
+    @property
+    def hostname(self) -> str:
+        """The address the server listens on, as given to ``serve()``."""
+        return self._hostname
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on: the free one picked for ``port=0``."""
+        return self._port
 
     @property
     def url(self) -> str:
