@@ -3,14 +3,17 @@
     python examples/client.py [ws://localhost:3000]
 
 Connects with an ``Authorization`` header, says "Hello" once open, prints
-every message, and prints the close code and reason at the end. As a Bun
-script does, the process stays alive until the connection closes: the
-listeners run on the WebSocket's own background thread.
+every message, and prints the close code and reason at the end. The
+listeners run on the WebSocket's own background thread, which keeps the
+process alive until the connection closes, as in a Bun script. The script
+also waits for the close itself, so that Ctrl-C closes the connection
+politely (the server sees 1000) instead of interrupting Python's exit.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 
 import syncws
 
@@ -25,6 +28,13 @@ def main() -> None:
     socket.add_event_listener("message", lambda event: print(event.data, flush=True))
     socket.add_event_listener("close", lambda event: print(event.code, event.reason, flush=True))
     socket.add_event_listener("error", lambda event: print(event.message, file=sys.stderr))
+
+    closed = threading.Event()
+    socket.add_event_listener("close", lambda event: closed.set())
+    try:
+        closed.wait()
+    except KeyboardInterrupt:
+        socket.close()  # the "close" listeners still run once the server answers
 
 
 if __name__ == "__main__":

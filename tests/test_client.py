@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import signal
 import socket
 import ssl
 import struct
@@ -999,6 +1000,33 @@ def test_client_example(make_server: Any) -> None:
     assert proc.stdout == "Hi from the server\n1000 done\n", proc.stderr
     assert proc.returncode == 0
     assert seen == {"authorization": "Bearer token", "message": "Hello"}
+
+
+def test_client_example_closes_politely_on_ctrl_c(make_server: Any) -> None:
+    closes: list[tuple[int, str]] = []
+    closed = threading.Event()
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closes.append((code, reason))
+        closed.set()
+
+    server = make_server(websocket={"message": lambda ws, m: ws.send("Hi"), "close": on_close})
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "client.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, example, f"ws://127.0.0.1:{server.port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "Hi\n"  # open, sent Hello, got the answer
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=wait(20))
+    finally:
+        proc.kill()
+    assert closed.wait(wait(5))
+    assert closes == [(1000, "")]
+    assert out == "1000 \n"  # the close listener ran
+    assert err == ""  # no traceback
+    assert proc.returncode == 0
 
 
 CLIENT_BOMB_SCRIPT = """
