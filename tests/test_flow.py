@@ -136,7 +136,8 @@ def test_idle_timeout_with_pings_keeps_live_peer(make_server: Any) -> None:
         wait_for(lambda: ("message", "still here") in rec.events, message="delivered")
 
 
-def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
+def paused_connection(make_server: Any) -> tuple[Sockets, RawClient, Any]:
+    """A connection paused right after open, with a one-second idle timeout and no pings."""
     rec = Sockets()
     server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
     client = RawClient(server.port)
@@ -144,6 +145,11 @@ def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
     ws = rec.sockets[0]
     ws.pause()
     assert ws.is_paused
+    return rec, client, ws
+
+
+def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
+    rec, client, ws = paused_connection(make_server)
     client.send_frame(1, b"held")
     assert not rec.closed.wait(2.5)
     assert ("message", "held") not in rec.events
@@ -154,12 +160,7 @@ def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
 
 def test_resume_gives_a_silent_peer_a_whole_idle_period(make_server: Any) -> None:
     """The idle clock is frozen while paused: it does not run out just after resume()."""
-    rec = Sockets()
-    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
-    client = RawClient(server.port)
-    wait_for(lambda: rec.sockets, message="open")
-    ws = rec.sockets[0]
-    ws.pause()
+    rec, client, ws = paused_connection(make_server)
     # Past an idle tick and just short of the next one (ticks come once a second).
     assert not rec.closed.wait(1.9)
     ws.resume()
