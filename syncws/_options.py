@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,8 +99,8 @@ def parse_websocket(spec: object) -> WebSocketConfig:
     idle = options["idle_timeout"]
     if not isinstance(idle, (int, float)) or isinstance(idle, bool):
         raise TypeError(f"idle_timeout must be a number of seconds, not {type(idle).__name__}")
-    if idle < 0:
-        raise ValueError(f"idle_timeout must be >= 0 (0 turns it off), not {idle}")
+    if not 0 <= idle < math.inf:  # NaN fails this too
+        raise ValueError(f"idle_timeout must be a finite number >= 0 (0 turns it off), not {idle}")
     deflate = options["per_message_deflate"]
     if not isinstance(deflate, (bool, Mapping)):
         raise TypeError("per_message_deflate must be a bool or a dict of RFC 7692 parameters")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -114,8 +115,9 @@ class Server(Generic[T]):
         if max_connections is not None and (not isinstance(max_connections, int)
                                             or max_connections < 1):
             raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
-        if not isinstance(request_timeout, (int, float)) or request_timeout <= 0:
-            raise ValueError(f"request_timeout must be positive, not {request_timeout!r}")
+        if not isinstance(request_timeout, (int, float)) or not 0 < request_timeout < math.inf:
+            raise ValueError(f"request_timeout must be a finite number of seconds > 0, "
+                             f"not {request_timeout!r}")
         if not isinstance(hostname, str):
             raise TypeError(f"hostname must be a str, not {type(hostname).__name__}")
         if not isinstance(port, int) or isinstance(port, bool):

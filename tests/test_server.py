@@ -186,6 +186,8 @@ def test_upgrade_without_websocket_option_raises_type_error(make_server: Any) ->
     ({"message": lambda ws, m: None, "backpressure_limit": 0}, ValueError),
     ({"message": lambda ws, m: None, "max_payload_length": -1}, ValueError),
     ({"message": lambda ws, m: None, "idle_timeout": "10"}, TypeError),
+    ({"message": lambda ws, m: None, "idle_timeout": float("nan")}, ValueError),
+    ({"message": lambda ws, m: None, "idle_timeout": float("inf")}, ValueError),
 ])
 def test_bad_websocket_options_are_refused(spec: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
@@ -199,6 +201,8 @@ def test_bad_websocket_options_are_refused(spec: dict[str, Any], error: type) ->
     ({"hostname": 1}, TypeError, "hostname"),
     ({"max_request_body_size": -1}, ValueError, "max_request_body_size"),
     ({"max_request_body_size": "1MB"}, TypeError, "max_request_body_size"),
+    ({"request_timeout": float("nan")}, ValueError, "request_timeout"),
+    ({"request_timeout": float("inf")}, ValueError, "request_timeout"),
 ])
 def test_bad_serve_arguments_are_refused_by_name(kwargs: dict[str, Any], error: type,
                                                  named: str) -> None:
