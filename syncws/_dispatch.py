@@ -22,6 +22,11 @@ InboxEvent = tuple[int, Any, int]
 
 INBOUND_LOW_WATER = 256 * 1024
 
+# What one queued event costs beyond its payload (its tuple, the payload
+# object's header, its list slot), so that a flood of empty messages, pings
+# or pongs fills the inbound bound as surely as big messages do.
+EVENT_COST = 128
+
 
 def run_events(conn: WsConnection) -> None:
     """Drain ``conn.inbox`` on this worker until it is empty or paused."""
@@ -46,7 +51,7 @@ def run_events(conn: WsConnection) -> None:
             return
         done_bytes = 0
         for kind, payload, nbytes in batch:
-            done_bytes += nbytes
+            done_bytes += nbytes + EVENT_COST
             if kind == CLOSE:
                 _run_close(conn, ws, payload)
                 continue

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import h11
+
+if sys.platform == "linux":
+    import fcntl
+    import termios
 
 from ._connection import SocketConnection
 from ._http import Headers, Request, Response
@@ -28,6 +33,17 @@ logger = logging.getLogger("syncws")
 # How long a connection that we are closing may take to send us its last
 # bytes (so the kernel does not answer them with a reset that eats our reply).
 LINGER_SECONDS = 2.0
+
+
+def unsent_bytes(sock: socket.socket) -> int | None:
+    """Bytes the kernel holds for ``sock`` not yet sent (Linux); None elsewhere."""
+    if sys.platform != "linux":
+        return None
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+    except OSError:
+        return None
+    return int.from_bytes(answer, sys.byteorder, signed=True)
 
 
 def plain_response(status: int, message: str = "",
@@ -44,8 +60,8 @@ def plain_response(status: int, message: str = "",
 class HttpConnection(SocketConnection):
     """The loop-side state of an accepted socket before any upgrade."""
 
-    __slots__ = ("body", "body_size", "closing", "deadline", "h11", "in_fetch", "lingering",
-                 "request", "server")
+    __slots__ = ("body", "body_size", "closing", "deadline", "h11", "in_fetch", "kernel_unsent",
+                 "lingering", "request", "server", "stall_deadline")
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
                  server: Server[Any]) -> None:
@@ -58,6 +74,10 @@ class HttpConnection(SocketConnection):
         self.in_fetch = False
         self.closing = False
         self.lingering = False
+        # While a response waits for the client to read it: when to give up
+        # if no byte of it has gone out by then (moves on with every write).
+        self.stall_deadline: float | None = None
+        self.kernel_unsent: int | None = None
         self.deadline = loop.now + server._request_timeout
         loop.timers.arm(self, self.deadline)
         self.want_read(True)
@@ -200,7 +220,31 @@ class HttpConnection(SocketConnection):
 
     # -- hooks --------------------------------------------------------------
 
+    def wrote(self, sent: int, remaining: int) -> None:
+        if remaining and (sent or self.stall_deadline is None):
+            self.stall_deadline = self.loop.now + self.server._request_timeout
+            self.kernel_unsent = unsent_bytes(self.sock)
+            self.loop.timers.arm(self, self.stall_deadline)
+
+    def response_moved(self) -> bool:
+        """Whether the client took any of our bytes since the last look.
+
+        The kernel's send buffer can hold megabytes: a slow client may read
+        for a long time before we can write again, so count its progress there.
+        """
+        unsent = unsent_bytes(self.sock)
+        moved = unsent is not None and self.kernel_unsent is not None and \
+            unsent < self.kernel_unsent
+        self.kernel_unsent = unsent
+        return moved
+
     def on_flushed(self) -> None:
+        self.stall_deadline = None
+        if not self.closing and not self.in_fetch:
+            # The response is out: the wait for the next request starts now
+            # (however long a slow client took to read it).
+            self.deadline = self.loop.now + self.server._request_timeout
+            self.loop.timers.arm(self, self.deadline)
         if self.closing and not self.lingering:
             # Half-close, then read and discard what the client still sends,
             # so our answer is not destroyed by a reset.
@@ -218,6 +262,14 @@ class HttpConnection(SocketConnection):
             return
         if self.lingering:
             self.close_socket()
+        elif self.stall_deadline is not None:
+            if now >= self.stall_deadline:
+                if not self.response_moved():
+                    logger.debug("%s dropped: it stopped reading our response", self.peer[0])
+                    self.close_socket()
+                    return
+                self.stall_deadline = now + self.server._request_timeout
+            self.loop.timers.arm(self, self.stall_deadline)
         elif not self.in_fetch and not self.closing:
             if now >= self.deadline:
                 logger.debug("%s dropped: no complete request within %ss", self.peer[0],

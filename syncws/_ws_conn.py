@@ -24,7 +24,17 @@ from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from . import _frames
 from ._connection import SocketConnection
-from ._dispatch import CLOSE, DRAIN, MESSAGE, OPEN, PING, PONG, InboxEvent, run_events
+from ._dispatch import (
+    CLOSE,
+    DRAIN,
+    EVENT_COST,
+    MESSAGE,
+    OPEN,
+    PING,
+    PONG,
+    InboxEvent,
+    run_events,
+)
 from ._fastpath import parse_simple_frames
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
 from ._loop import READ, EventLoop
@@ -357,7 +367,7 @@ class WsConnection(SocketConnection):
 
     def deliver(self, events: list[InboxEvent]) -> None:
         """Append events to the inbox and make sure one worker drains it."""
-        nbytes = 0
+        nbytes = EVENT_COST * len(events)
         for event in events:  # (usually one or two: cheaper than sum() of a generator)
             nbytes += event[2]
         with self.lock:

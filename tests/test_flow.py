@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -438,6 +439,54 @@ def test_flood_keeps_server_memory_bounded() -> None:
         proc.wait(wait(10))
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+HOSTILE_SERVER = """
+import sys, time, syncws
+slow = lambda *args: time.sleep(0.01)
+server = syncws.serve(websocket={"message": slow, "ping": slow, "pong": slow},
+                      hostname="127.0.0.1", port=0, workers=2)
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+def flood_growth_mib(frames: bytes, volume: int) -> float:
+    """Send ``frames`` over and over (up to ``volume`` bytes, or until the server
+    stops reading for 2 s) to a server whose handlers are slow and which we never
+    read from; the server process's peak RSS growth."""
+    proc = subprocess.Popen([sys.executable, "-c", HOSTILE_SERVER], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        client = RawClient(int(proc.stdout.readline()), rcvbuf=4096, timeout=2)
+        baseline = vm_hwm_kib(proc.pid)
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while sent < volume:
+                client.send(frames)
+                sent += len(frames)
+        time.sleep(1)  # let the server parse what the kernel still held
+        growth = (vm_hwm_kib(proc.pid) - baseline) / 1024
+        client.close()
+        return growth
+    finally:
+        proc.kill()  # not terminate(): a graceful stop would run every queued slow handler
+        proc.wait(wait(10))
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("frame", [
+    client_frame(2, b""),   # empty messages: no payload, but each is an event to queue
+    client_frame(9, b""),   # empty pings for a slow ping handler
+    client_frame(10, b""),  # empty pongs for a slow pong handler
+], ids=["empty-messages", "empty-pings", "empty-pongs"])
+def test_flood_of_empty_events_keeps_server_memory_bounded(frame: bytes) -> None:
+    """The inbound bound counts what a queued event costs, not just its payload."""
+    growth = flood_growth_mib(frame * 10_000, 60 * 1024 * 1024)
+    assert growth < 24, f"server peak RSS grew {growth:.1f} MiB"
 
 
 def test_send_after_close_returns_zero(make_server: Any) -> None:

@@ -307,6 +307,47 @@ def test_stalled_request_is_dropped_while_others_are_served(make_server: Any) ->
     stalled.close()
 
 
+BIG_BODY = bytes(range(256)) * (16 * 1024)  # 4 MiB: far more than the socket buffers
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+], ids=["keep-alive", "connection-close"])
+def test_client_that_stops_reading_a_response_is_dropped(make_server: Any,
+                                                         request_head: bytes) -> None:
+    server = make_server(lambda req, server: syncws.Response(BIG_BODY), request_timeout=0.5)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", server.port))
+    stuck.sendall(request_head)
+    wait_for(lambda: server.stats()["connections"] == 1, message="accepted")
+    wait_for(lambda: server.stats()["connections"] == 0, timeout=wait(5),
+             message="the stuck connection dropped")
+    stuck.close()
+
+
+def test_slow_reader_gets_a_response_that_outlasts_the_request_timeout(
+        make_server: Any) -> None:
+    """request_timeout is about a client that stops, not one that is slow."""
+    server = make_server(lambda req, server: syncws.Response(BIG_BODY), request_timeout=0.5)
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        slow.settimeout(wait(5))
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        received = b""
+        started = time.monotonic()
+        while not received.endswith(BIG_BODY[-4096:]) or len(received) < len(BIG_BODY):
+            chunk = slow.recv(256 * 1024)
+            assert chunk, f"dropped after {len(received)} bytes"
+            received += chunk
+            if time.monotonic() - started < 1.5:
+                time.sleep(0.01)  # a slow client: the whole read takes over 1.5 s
+        assert received.split(b"\r\n\r\n", 1)[1] == BIG_BODY
+        assert time.monotonic() - started > 1.5
+
+
 class Recorder:
     """Records handler calls per connection, thread-safely."""
 
