@@ -67,7 +67,8 @@ class WsConnection(SocketConnection):
 
     __slots__ = (
         "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
-        "config", "deflate", "dispatching", "finalize_when_flushed", "finalized", "frag_parts",
+        "config", "deferred_pong", "deflate", "dispatching", "finalize_when_flushed", "finalized",
+        "frag_parts",
         "frag_size", "handler_failed", "held", "inbox", "inbox_bytes", "last_recv",
         "local_close_sent", "pending_fail", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
@@ -105,6 +106,8 @@ class WsConnection(SocketConnection):
         # A list, swapped out whole by the worker (an idle deque costs 760 bytes).
         self.inbox: list[InboxEvent] = []
         self.inbox_bytes = 0
+        # The latest ping's payload, when its pong waits for room (answer_ping).
+        self.deferred_pong: bytes | None = None
         self.dispatching = False
         self.backlog_paused = False
         self.user_paused = False
@@ -335,7 +338,7 @@ class WsConnection(SocketConnection):
                 elif opcode is Opcode.PING:
                     if not self.local_close_sent:
                         # No frame may follow our close frame (RFC 6455 5.5.1).
-                        self.write(encode_frame(OP_PONG, payload))
+                        self.answer_ping(payload)
                     if config.ping is not None and not self.local_close_sent:
                         events.append((PING, payload, 0))
                 elif opcode is Opcode.PONG:
@@ -352,6 +355,18 @@ class WsConnection(SocketConnection):
             self.deliver(events)
         if failure is not None:
             self.fail(*failure)
+
+    def answer_ping(self, payload: bytes) -> None:
+        """Queue the pong, unless the peer is not reading what we send.
+
+        Then only the latest ping is answered, once the buffer is back under
+        the limit (RFC 6455 5.5.3 allows it): a peer that pings without
+        reading cannot grow our buffer.
+        """
+        if self.out.size > self.config.backpressure_limit:
+            self.deferred_pong = payload
+        else:
+            self.write(encode_frame(OP_PONG, payload))
 
     def fast_path_ok(self) -> bool:
         """Whether wsproto sits at a frame boundary with nothing in progress.
@@ -450,8 +465,13 @@ class WsConnection(SocketConnection):
 
     def wrote(self, sent: int, remaining: int) -> None:
         self.server._count_out_bytes(sent)
-        if self.backpressured and remaining <= self.config.backpressure_limit:
-            self.check_drain()
+        if remaining <= self.config.backpressure_limit:
+            if self.backpressured:
+                self.check_drain()
+            pong = self.deferred_pong
+            if pong is not None and not self.local_close_sent:
+                self.deferred_pong = None
+                self.write(encode_frame(OP_PONG, pong))
 
     def on_flushed(self) -> None:
         if self.backpressured:

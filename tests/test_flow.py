@@ -441,6 +441,30 @@ def test_flood_keeps_server_memory_bounded() -> None:
             proc.stdout.close()
 
 
+def test_ping_flood_from_a_peer_that_never_reads_stays_bounded(make_server: Any) -> None:
+    """Pongs respect the limit: over it, only the latest ping is answered, once there is room."""
+    rec = Sockets()
+    limit = 64 * 1024
+    server = make_server(websocket=rec.spec(backpressure_limit=limit))
+    client = RawClient(server.port, rcvbuf=4096, timeout=20)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    count = 40_000  # about 5 MB of pongs: more than the kernel buffers take
+    pings = b"".join(client_frame(9, i.to_bytes(4, "big") + bytes(121)) for i in range(count))
+    client.send(pings)
+    wait_for(lambda: server.stats()["bytes_in"] >= len(pings), timeout=wait(30),
+             message="every ping read")
+    assert ws.buffered_amount <= limit + 127
+    last = -1
+    while last != count - 1:  # the peer reads again: answers come in order, the last one too
+        opcode, _, _, payload = client.recv_frame()
+        assert opcode == 0xA
+        number = int.from_bytes(payload[:4], "big")
+        assert number > last
+        last = number
+    client.close()
+
+
 HOSTILE_SERVER = """
 import sys, time, syncws
 slow = lambda *args: time.sleep(0.01)
