@@ -53,6 +53,9 @@ INBOUND_HIGH_WATER = 1024 * 1024
 
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
+# A fragmented message is kept as at most this many pieces (then joined).
+MAX_FRAGMENT_PIECES = 1024
+
 # send/enqueue results, mapped to Bun's numbers by send_result().
 ACCEPTED, BACKPRESSURE, DROPPED = 1, -1, 0
 
@@ -333,7 +336,13 @@ class WsConnection(SocketConnection):
                         if not self.local_close_sent:
                             events.append((MESSAGE, payload, total))
                     else:
-                        self.frag_parts.append(payload)
+                        if payload:
+                            parts = self.frag_parts
+                            parts.append(payload)
+                            if len(parts) > MAX_FRAGMENT_PIECES:
+                                # Tiny fragments would cost far more than their bytes.
+                                joiner = "" if opcode is Opcode.TEXT else b""
+                                self.frag_parts = [joiner.join(parts)]
                         self.frag_size = total
                 elif opcode is Opcode.PING:
                     if not self.local_close_sent:

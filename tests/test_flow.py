@@ -475,10 +475,11 @@ server.serve_forever()
 """
 
 
-def flood_growth_mib(frames: bytes, volume: int) -> float:
+def flood_growth_mib(frames: bytes, volume: int, until_parsed: bool = False) -> float:
     """Send ``frames`` over and over (up to ``volume`` bytes, or until the server
     stops reading for 2 s) to a server whose handlers are slow and which we never
-    read from; the server process's peak RSS growth."""
+    read from; the server process's peak RSS growth. ``until_parsed``: then wait
+    for the pong to a ping sent behind it all."""
     proc = subprocess.Popen([sys.executable, "-c", HOSTILE_SERVER], stdout=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -490,7 +491,12 @@ def flood_growth_mib(frames: bytes, volume: int) -> float:
             while sent < volume:
                 client.send(frames)
                 sent += len(frames)
-        time.sleep(1)  # let the server parse what the kernel still held
+        if until_parsed:
+            client.sock.settimeout(wait(60))
+            client.send_frame(9, b"parsed?")
+            assert client.recv_frame() == (0xA, True, 0, b"parsed?")
+        else:
+            time.sleep(1)  # let the server parse what the kernel still held
         growth = (vm_hwm_kib(proc.pid) - baseline) / 1024
         client.close()
         return growth
@@ -511,6 +517,15 @@ def test_flood_of_empty_events_keeps_server_memory_bounded(frame: bytes) -> None
     """The inbound bound counts what a queued event costs, not just its payload."""
     growth = flood_growth_mib(frame * 10_000, 60 * 1024 * 1024)
     assert growth < 24, f"server peak RSS grew {growth:.1f} MiB"
+
+
+@pytest.mark.timeout(120)
+def test_message_in_countless_tiny_fragments_keeps_server_memory_bounded() -> None:
+    """A 250 KB message in one-byte fragments must not cost ~40 bytes of memory per byte."""
+    frames = (client_frame(2, b"start", fin=False) + client_frame(0, b"x", fin=False) * 250_000
+              + client_frame(0, b"", fin=False) * 50_000 + client_frame(0, b"end"))
+    growth = flood_growth_mib(frames, len(frames), until_parsed=True)
+    assert growth < 6, f"server peak RSS grew {growth:.1f} MiB"
 
 
 def test_send_after_close_returns_zero(make_server: Any) -> None:

@@ -410,16 +410,30 @@ def test_unsolicited_pong_ignored(echo: Echo) -> None:
 
 
 def test_many_tiny_fragments_reassembled(echo: Echo) -> None:
-    """5.4: 10,000 fragments (including empty ones) make one message."""
-    parts = [frame(OP_BINARY, b"a", fin=False)]
-    parts += [frame(OP_CONT, b"" if i % 7 == 0 else b"a", fin=False) for i in range(9998)]
-    parts.append(frame(OP_CONT, b"a"))
-    expected = b"a" * (2 + sum(1 for i in range(9998) if i % 7))
+    """5.4: 10,000 fragments (including empty ones) make one message, in order."""
+    pieces = [b"" if i % 7 == 0 else bytes([i % 251]) for i in range(10_000)]
+    parts = [frame(OP_BINARY, pieces[0], fin=False)]
+    parts += [frame(OP_CONT, piece, fin=False) for piece in pieces[1:-1]]
+    parts.append(frame(OP_CONT, pieces[-1]))
+    expected = b"".join(pieces)
     client = connect(echo.port)
     client.send(b"".join(parts))
     assert client.recv_frame() == (OP_BINARY, True, 0, expected)
     with echo.lock:
         assert echo.messages == [expected]
+
+
+def test_text_in_one_byte_fragments_reassembled(echo: Echo) -> None:
+    """Thousands of fragments, each code point split across frames."""
+    data = ("κόσμε ✓ " * 300).encode()
+    parts = [frame(OP_TEXT, data[:1], fin=False)]
+    parts += [frame(OP_CONT, data[i:i + 1], fin=False) for i in range(1, len(data) - 1)]
+    parts.append(frame(OP_CONT, data[-1:]))
+    client = connect(echo.port)
+    client.send(b"".join(parts))
+    assert client.recv_frame() == (OP_TEXT, True, 0, data)
+    with echo.lock:
+        assert echo.messages == [data.decode()]
 
 
 def test_frames_delivered_one_byte_at_a_time(echo: Echo) -> None:
