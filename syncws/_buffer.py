@@ -5,6 +5,12 @@ from __future__ import annotations
 # sendmsg() takes at most IOV_MAX (1024 on Linux) buffers; stay well under it.
 MAX_CHUNKS_PER_WRITE = 512
 
+# Small frames queued behind one another are copied into one bytearray of up
+# to COALESCE_LIMIT bytes: queued one object each, a flood of tiny frames
+# would cost ~40 bytes of memory per byte of backpressure_limit.
+COALESCE_MAX = 1024
+COALESCE_LIMIT = 64 * 1024
+
 
 class OutboundBuffer:
     """Encoded frames waiting for the socket, oldest first.
@@ -16,11 +22,14 @@ class OutboundBuffer:
     bytes, an empty list 56, and most connections are idle most of the time.
     """
 
-    __slots__ = ("_chunks", "_head", "size")
+    __slots__ = ("_chunks", "_head", "_sealed", "size")
 
     def __init__(self) -> None:
-        self._chunks: list[bytes | memoryview] = []
+        self._chunks: list[bytes | bytearray | memoryview] = []
         self._head = 0
+        # Chunks before this index were handed out by peek() and may be in a
+        # send() outside the caller's lock: never grown in place.
+        self._sealed = 0
         self.size = 0
 
     def __bool__(self) -> bool:
@@ -28,21 +37,37 @@ class OutboundBuffer:
 
     def append(self, chunk: bytes) -> None:
         """Queue ``chunk`` behind everything already queued."""
-        if chunk:
-            self._chunks.append(chunk)
-            self.size += len(chunk)
+        size = len(chunk)
+        if not size:
+            return
+        chunks = self._chunks
+        if size <= COALESCE_MAX and len(chunks) > self._sealed:
+            last = chunks[-1]
+            if len(last) + size <= COALESCE_LIMIT:
+                if last.__class__ is bytearray:
+                    last += chunk
+                    self.size += size
+                    return
+                if len(last) <= COALESCE_MAX:
+                    chunks[-1] = bytearray(last) + chunk
+                    self.size += size
+                    return
+        chunks.append(chunk)
+        self.size += size
 
-    def peek(self, max_chunks: int = MAX_CHUNKS_PER_WRITE) -> list[bytes | memoryview]:
+    def peek(self, max_chunks: int = MAX_CHUNKS_PER_WRITE) -> list[bytes | bytearray | memoryview]:
         """The oldest chunks, to hand to one ``send``/``sendmsg`` call."""
         head = self._head
-        return self._chunks[head:head + max_chunks]
+        taken = self._chunks[head:head + max_chunks]
+        self._sealed = max(self._sealed, head + len(taken))
+        return taken
 
     def consume(self, nbytes: int) -> None:
         """Forget the first ``nbytes`` bytes: the kernel took them."""
         if nbytes == self.size:
             # The common case: the kernel took everything.
             self._chunks.clear()
-            self._head = self.size = 0
+            self._head = self._sealed = self.size = 0
             return
         self.size -= nbytes
         chunks = self._chunks
@@ -57,15 +82,16 @@ class OutboundBuffer:
                 nbytes = 0
         if head == len(chunks):
             chunks.clear()
-            head = 0
+            self._sealed = head = 0
         elif head > 64 and head * 2 > len(chunks):
             # Drop the consumed prefix now and then: amortised O(1) per chunk.
             del chunks[:head]
+            self._sealed -= head
             head = 0
         self._head = head
 
     def clear(self) -> None:
         """Drop everything queued (the connection is gone)."""
         self._chunks = []
-        self._head = 0
+        self._head = self._sealed = 0
         self.size = 0

@@ -106,7 +106,7 @@ class SocketConnection:
         else:
             self.on_flushed()
 
-    def send_chunks(self, chunks: list[bytes | memoryview]) -> int:
+    def send_chunks(self, chunks: list[bytes | bytearray | memoryview]) -> int:
         """Write several queued chunks in one call (``flush`` sends a single one itself)."""
         if isinstance(self.sock, ssl.SSLSocket):
             # TLS sockets have no sendmsg(): join up to a bounded size instead.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncws._buffer import MAX_CHUNKS_PER_WRITE, OutboundBuffer
+from syncws._buffer import COALESCE_LIMIT, COALESCE_MAX, MAX_CHUNKS_PER_WRITE, OutboundBuffer
 from syncws._timers import TimerQueue
 
 
@@ -32,11 +32,31 @@ def test_peek_is_bounded_and_empty_chunks_are_ignored() -> None:
     buffer = OutboundBuffer()
     buffer.append(b"")
     assert not buffer
+    big = b"x" * (COALESCE_MAX + 1)  # too big to be copied together
     for _ in range(MAX_CHUNKS_PER_WRITE + 10):
-        buffer.append(b"x")
+        buffer.append(big)
     assert len(buffer.peek()) == MAX_CHUNKS_PER_WRITE
     buffer.clear()
     assert buffer.size == 0
+
+
+def test_small_frames_share_chunks_and_peeked_chunks_never_change() -> None:
+    buffer = OutboundBuffer()
+    for i in range(10_000):
+        buffer.append(bytes([0x82, 1, i % 251]))
+    chunks = buffer.peek()
+    assert len(chunks) == -(-30_000 // COALESCE_LIMIT)  # one object per 64 KiB, not per frame
+    before = [bytes(c) for c in chunks]
+    buffer.append(b"tail")  # a send() may be using the peeked chunks right now
+    assert [bytes(c) for c in chunks] == before
+    expected = b"".join(bytes([0x82, 1, i % 251]) for i in range(10_000)) + b"tail"
+    assert drain(buffer, 4096) == expected
+    # After a partial write, new frames go behind the (handed-out) rest.
+    buffer.append(b"ab")
+    buffer.peek()
+    buffer.consume(1)
+    buffer.append(b"cd")
+    assert drain(buffer, 1) == b"bcd"
 
 
 class Target:
