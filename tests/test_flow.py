@@ -528,6 +528,43 @@ def test_message_in_countless_tiny_fragments_keeps_server_memory_bounded() -> No
     assert growth < 6, f"server peak RSS grew {growth:.1f} MiB"
 
 
+TINY_SENDS_SERVER = """
+import sys, syncws
+def flood(ws):
+    sent = 0
+    while ws.send(b"x") > 0:  # 3-byte frames until the limit says stop
+        sent += 1
+    print(sent, ws.buffered_amount, flush=True)
+server = syncws.serve(websocket={"open": flood, "message": lambda ws, m: None,
+                                 "backpressure_limit": 2 * 1024 * 1024},
+                      hostname="127.0.0.1", port=0, workers=2)
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_tiny_sends_to_a_stalled_peer_cost_their_bytes_not_more() -> None:
+    """backpressure_limit bounds memory too: 700,000 one-byte messages are not 700,000 objects."""
+    proc = subprocess.Popen([sys.executable, "-c", TINY_SENDS_SERVER], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        baseline = vm_hwm_kib(proc.pid)
+        client = RawClient(port, rcvbuf=4096)
+        sent, buffered = map(int, proc.stdout.readline().split())
+        growth = (vm_hwm_kib(proc.pid) - baseline) / 1024
+        client.close()
+        assert sent > 500_000 and buffered > 1024 * 1024
+        assert growth < 16, f"server peak RSS grew {growth:.1f} MiB for {sent} tiny sends"
+    finally:
+        proc.kill()
+        proc.wait(wait(10))
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def test_send_after_close_returns_zero(make_server: Any) -> None:
     rec = Sockets()
     server = make_server(websocket=rec.spec())
