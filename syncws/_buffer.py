@@ -59,7 +59,8 @@ class OutboundBuffer:
         """The oldest chunks, to hand to one ``send``/``sendmsg`` call."""
         head = self._head
         taken = self._chunks[head:head + max_chunks]
-        self._sealed = max(self._sealed, head + len(taken))
+        # Never below the last peek's mark: it covered at most these same chunks.
+        self._sealed = head + len(taken)
         return taken
 
     def consume(self, nbytes: int) -> None:

@@ -61,19 +61,15 @@ class _CorkState(threading.local):
     corks: dict[int, Cork] | None = None
 
 
-_state = _CorkState()
-
-
-def active_corks() -> dict[int, Cork] | None:
-    """The calling thread's corks by connection id; None when it corks nothing."""
-    return _state.corks or None
+CORKS = _CorkState()
+"""``CORKS.corks``: the calling thread's corks by connection id (None or empty: none)."""
 
 
 def start_cork(conn: WsConnection) -> bool:
     """Begin corking ``conn`` on this thread; False if it is corked already (nested)."""
-    corks = _state.corks
+    corks = CORKS.corks
     if corks is None:
-        corks = _state.corks = {}
+        corks = CORKS.corks = {}
     if id(conn) in corks:
         return False
     corks[id(conn)] = Cork()
@@ -82,17 +78,17 @@ def start_cork(conn: WsConnection) -> bool:
 
 def end_cork(conn: WsConnection) -> None:
     """Stop corking ``conn`` on this thread and queue what the cork took."""
-    corks = _state.corks
+    corks = CORKS.corks
     assert corks is not None
     corks.pop(id(conn)).release(conn)
 
 
 def queue_part(conn: WsConnection, part: Part, corks: dict[int, Cork] | None) -> int:
-    """Queue ``part`` for ``conn``, in the cork when ``corks`` (``active_corks()``) has one.
+    """Queue ``part`` for ``conn``, in the cork when ``corks`` (``CORKS.corks``) has one.
 
     Returns ACCEPTED, BACKPRESSURE or DROPPED.
     """
-    if corks is not None:
+    if corks:
         cork = corks.get(id(conn))
         if cork is not None:
             return cork.take(conn, part)

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _frames
-from ._cork import Part, active_corks, queue_part
+from ._cork import CORKS, Part, queue_part
 from ._deflate import MIN_COMPRESS_SIZE, DeflateExtension, make_compressor, negotiate
 from ._frames import encode_frame
 from ._handshake import build_101, is_websocket_request, make_decision, upgrade_problem
@@ -312,7 +312,7 @@ class Server(Generic[T]):
         shared_frames: dict[tuple[int, int, int], bytes] = {}
         # A publish from inside ws.cork() joins the cork: it keeps its place
         # among that socket's sends.
-        corks = active_corks()
+        corks = CORKS.corks
         worst = ACCEPTED
         queued = 0
         for conn in subscribers:

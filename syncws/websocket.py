@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import _frames
-from ._cork import Part, active_corks, end_cork, queue_part, start_cork
+from ._cork import CORKS, Part, end_cork, queue_part, start_cork
 from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
 from ._pubsub import check_topic
@@ -88,13 +88,13 @@ class ServerWebSocket(Generic[T]):
             else:
                 # A per-connection context compresses in wire order, under its lock.
                 part = (opcode, payload)
-        status = queue_part(self._conn, part, active_corks())
+        status = queue_part(self._conn, part, CORKS.corks)
         if status != DROPPED:
             self._server._counters["messages_out"] += 1
         return send_result(status, len(payload))
 
     def _queue(self, part: Part, payload_len: int) -> int:
-        return send_result(queue_part(self._conn, part, active_corks()), payload_len)
+        return send_result(queue_part(self._conn, part, CORKS.corks), payload_len)
 
     def ping(self, data: str | bytes = b"") -> int:
         """Send a ping (at most 125 bytes); returns the payload length, 0 if closed."""
