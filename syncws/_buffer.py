@@ -5,9 +5,11 @@ from __future__ import annotations
 # sendmsg() takes at most IOV_MAX (1024 on Linux) buffers; stay well under it.
 MAX_CHUNKS_PER_WRITE = 512
 
-# Small frames queued behind one another are copied into one bytearray of up
-# to COALESCE_LIMIT bytes: queued one object each, a flood of tiny frames
-# would cost ~40 bytes of memory per byte of backpressure_limit.
+# Once more than COALESCE_AFTER chunks wait, small frames are copied into one
+# bytearray of up to COALESCE_LIMIT bytes: queued one object each, a flood of
+# tiny frames would cost ~40 bytes of memory per byte of backpressure_limit.
+# (A few frames per turn, the usual case, are not worth a copy.)
+COALESCE_AFTER = 32
 COALESCE_MAX = 1024
 COALESCE_LIMIT = 64 * 1024
 
@@ -41,7 +43,8 @@ class OutboundBuffer:
         if not size:
             return
         chunks = self._chunks
-        if size <= COALESCE_MAX and len(chunks) > self._sealed:
+        if size <= COALESCE_MAX and len(chunks) > self._sealed and \
+                len(chunks) - self._head > COALESCE_AFTER:
             last = chunks[-1]
             if len(last) + size <= COALESCE_LIMIT:
                 if last.__class__ is bytearray:

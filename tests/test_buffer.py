@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from syncws._buffer import COALESCE_LIMIT, COALESCE_MAX, MAX_CHUNKS_PER_WRITE, OutboundBuffer
+from syncws._buffer import (
+    COALESCE_AFTER,
+    COALESCE_LIMIT,
+    COALESCE_MAX,
+    MAX_CHUNKS_PER_WRITE,
+    OutboundBuffer,
+)
 from syncws._timers import TimerQueue
 
 
@@ -45,18 +51,21 @@ def test_small_frames_share_chunks_and_peeked_chunks_never_change() -> None:
     for i in range(10_000):
         buffer.append(bytes([0x82, 1, i % 251]))
     chunks = buffer.peek()
-    assert len(chunks) == -(-30_000 // COALESCE_LIMIT)  # one object per 64 KiB, not per frame
+    # The first few frames as they came, then one object per 64 KiB, not per frame.
+    assert len(chunks) == COALESCE_AFTER + 1 + (30_000 - 3 * (COALESCE_AFTER + 1)) // COALESCE_LIMIT
     before = [bytes(c) for c in chunks]
     buffer.append(b"tail")  # a send() may be using the peeked chunks right now
     assert [bytes(c) for c in chunks] == before
     expected = b"".join(bytes([0x82, 1, i % 251]) for i in range(10_000)) + b"tail"
     assert drain(buffer, 4096) == expected
     # After a partial write, new frames go behind the (handed-out) rest.
-    buffer.append(b"ab")
+    for _ in range(COALESCE_AFTER + 1):
+        buffer.append(b"ab")
     buffer.peek()
     buffer.consume(1)
     buffer.append(b"cd")
-    assert drain(buffer, 1) == b"bcd"
+    buffer.append(b"ef")
+    assert drain(buffer, 1) == b"b" + b"ab" * COALESCE_AFTER + b"cdef"
 
 
 class Target:
