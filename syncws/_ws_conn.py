@@ -118,10 +118,12 @@ class WsConnection(SocketConnection):
 
     # -- outbound, any thread ------------------------------------------------
 
-    def enqueue(self, frame: bytes, admitted: bool = False) -> int:
+    def enqueue(self, frame: bytes, admitted: bool = False, payload: bytes | None = None) -> int:
         """Queue an encoded frame; ACCEPTED, BACKPRESSURE or DROPPED (as Bun).
 
         ``admitted``: ``admit`` already took the decision (a cork ending).
+        ``payload``: the frame's payload, queued as its own chunk behind
+        ``frame`` (then just the header), so a big one is not copied.
         """
         limit = self.config.backpressure_limit
         with self.lock:
@@ -132,6 +134,9 @@ class WsConnection(SocketConnection):
                 result = DROPPED
                 queued = True
             else:
+                if payload is not None:
+                    self.out.append(frame)
+                    frame = payload
                 result, queued = self._append_locked(frame)
         if result is DROPPED:
             self.dropped()

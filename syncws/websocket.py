@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from . import _frames
 from ._cork import CORKS, Part, end_cork, queue_part, start_cork
 from ._deflate import MIN_COMPRESS_SIZE
-from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame
+from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame, frame_header
 from ._pubsub import check_topic
 from ._ws_conn import DROPPED, send_result
 from .types import ReadyState
@@ -21,6 +21,10 @@ __all__ = ["ServerWebSocket"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# From this size on, a payload sent plain is queued as it is, not copied into
+# its frame (a 64 KiB echo went 1.2-1.3x faster with it).
+UNCOPIED_PAYLOAD_SIZE = 16 * 1024
 
 
 def check_compress(compress: object) -> bool:
@@ -75,9 +79,11 @@ class ServerWebSocket(Generic[T]):
     def _send(self, opcode: int, payload: bytes, compress: bool) -> int:
         # As Bun: plain when deflate was not negotiated; plain too when the
         # message is too small to gain from it (see MIN_COMPRESS_SIZE).
-        part: Part
+        corks = CORKS.corks
+        part: Part | None = None
         if compress is False:  # the common case first: one identity test
-            part = encode_frame(opcode, payload)
+            if len(payload) < UNCOPIED_PAYLOAD_SIZE or corks:
+                part = encode_frame(opcode, payload)
         else:
             check_compress(compress)  # True, or a TypeError
             deflate = self._conn.deflate
@@ -88,7 +94,12 @@ class ServerWebSocket(Generic[T]):
             else:
                 # A per-connection context compresses in wire order, under its lock.
                 part = (opcode, payload)
-        status = queue_part(self._conn, part, CORKS.corks)
+        if part is None:
+            # A big payload is not copied behind its header: the two go out
+            # as chunks of their own, in one sendmsg().
+            status = self._conn.enqueue(frame_header(opcode, len(payload)), payload=payload)
+        else:
+            status = queue_part(self._conn, part, corks)
         if status != DROPPED:
             self._server._counters["messages_out"] += 1
         return send_result(status, len(payload))

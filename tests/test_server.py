@@ -55,6 +55,25 @@ def test_text_stays_text_and_binary_stays_binary(make_server: Any) -> None:
         assert client.recv(timeout=wait(5)) == payload
 
 
+def test_big_and_small_frames_on_the_wire(make_server: Any) -> None:
+    """Every length form (7, 16 and 64 bits) around the size where payloads stop being copied."""
+    sizes = [0, 125, 126, 16383, 16384, 65535, 65536, 70000]
+
+    def on_message(ws: Any, message: Any) -> None:
+        for size in sizes:
+            ws.send(bytes([size % 251]) * size)
+            ws.send("é" * (size // 2) + "x" * (size % 2))  # the same length in UTF-8 bytes
+
+    server = make_server(websocket={"message": on_message})
+    client = RawClient(server.port)
+    client.send_frame(0x1, b"go")
+    for size in sizes:
+        assert client.recv_frame() == (0x2, True, 0, bytes([size % 251]) * size)
+        text = ("é" * (size // 2) + "x" * (size % 2)).encode()
+        assert client.recv_frame() == (0x1, True, 0, text)
+    client.close()
+
+
 def test_any_bytes_like_object_goes_out_as_binary(make_server: Any) -> None:
     """array.array, a memoryview of ints, a bytearray: all binary frames of their bytes."""
     numbers = array.array("i", [1, 2, 3])
