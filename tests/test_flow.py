@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -408,13 +409,27 @@ def vm_hwm_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-@pytest.mark.timeout(120)
-def test_flood_keeps_server_memory_bounded() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", FLOOD_SERVER], stdout=subprocess.PIPE,
+@contextlib.contextmanager
+def server_process(script: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run ``script`` (a server printing its port first) in a process of its own.
+
+    Killed at the end: a graceful stop would run every handler still queued.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stdout is not None
-        port = int(proc.stdout.readline())
+        yield proc, int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait(wait(10))
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.timeout(120)
+def test_flood_keeps_server_memory_bounded() -> None:
+    with server_process(FLOOD_SERVER) as (proc, port):
         client = RawClient(port, timeout=60)
         baseline = vm_hwm_kib(proc.pid)
         payload = b"z" * (64 * 1024 - 4)
@@ -434,11 +449,6 @@ def test_flood_keeps_server_memory_bounded() -> None:
         print(f"flood: server peak RSS grew {growth_mib:.1f} MiB")
         assert growth_mib < 24, f"server peak RSS grew {growth_mib:.1f} MiB"
         client.close()
-    finally:
-        proc.terminate()
-        proc.wait(wait(10))
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_ping_flood_from_a_peer_that_never_reads_stays_bounded(make_server: Any) -> None:
@@ -480,11 +490,8 @@ def flood_growth_mib(frames: bytes, volume: int, until_parsed: bool = False) -> 
     stops reading for 2 s) to a server whose handlers are slow and which we never
     read from; the server process's peak RSS growth. ``until_parsed``: then wait
     for the pong to a ping sent behind it all."""
-    proc = subprocess.Popen([sys.executable, "-c", HOSTILE_SERVER], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert proc.stdout is not None
-        client = RawClient(int(proc.stdout.readline()), rcvbuf=4096, timeout=2)
+    with server_process(HOSTILE_SERVER) as (proc, port):
+        client = RawClient(port, rcvbuf=4096, timeout=2)
         baseline = vm_hwm_kib(proc.pid)
         sent = 0
         with contextlib.suppress(TimeoutError):
@@ -500,11 +507,6 @@ def flood_growth_mib(frames: bytes, volume: int, until_parsed: bool = False) -> 
         growth = (vm_hwm_kib(proc.pid) - baseline) / 1024
         client.close()
         return growth
-    finally:
-        proc.kill()  # not terminate(): a graceful stop would run every queued slow handler
-        proc.wait(wait(10))
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.mark.timeout(120)
@@ -546,11 +548,8 @@ server.serve_forever()
 @pytest.mark.timeout(60)
 def test_tiny_sends_to_a_stalled_peer_cost_their_bytes_not_more() -> None:
     """backpressure_limit bounds memory too: 700,000 one-byte messages are not 700,000 objects."""
-    proc = subprocess.Popen([sys.executable, "-c", TINY_SENDS_SERVER], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+    with server_process(TINY_SENDS_SERVER) as (proc, port):
         assert proc.stdout is not None
-        port = int(proc.stdout.readline())
         baseline = vm_hwm_kib(proc.pid)
         client = RawClient(port, rcvbuf=4096)
         sent, buffered = map(int, proc.stdout.readline().split())
@@ -558,11 +557,6 @@ def test_tiny_sends_to_a_stalled_peer_cost_their_bytes_not_more() -> None:
         client.close()
         assert sent > 500_000 and buffered > 1024 * 1024
         assert growth < 16, f"server peak RSS grew {growth:.1f} MiB for {sent} tiny sends"
-    finally:
-        proc.kill()
-        proc.wait(wait(10))
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_send_after_close_returns_zero(make_server: Any) -> None:
