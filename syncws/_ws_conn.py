@@ -71,8 +71,7 @@ class WsConnection(SocketConnection):
     __slots__ = (
         "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
         "config", "deferred_pong", "deflate", "dispatching", "finalize_when_flushed", "finalized",
-        "frag_parts",
-        "frag_size", "handler_failed", "held", "inbox", "inbox_bytes", "last_recv",
+        "frag_parts", "frag_size", "handler_failed", "held", "inbox", "inbox_bytes", "last_recv",
         "local_close_sent", "pending_fail", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
     )
