@@ -43,8 +43,8 @@ class OutboundBuffer:
         if not size:
             return
         chunks = self._chunks
-        if size <= COALESCE_MAX and len(chunks) > self._sealed and \
-                len(chunks) - self._head > COALESCE_AFTER:
+        if len(chunks) - self._head > COALESCE_AFTER and size <= COALESCE_MAX and \
+                len(chunks) > self._sealed:
             last = chunks[-1]
             if len(last) + size <= COALESCE_LIMIT:
                 if last.__class__ is bytearray:

@@ -478,7 +478,8 @@ class WsConnection(SocketConnection):
 
     def wrote(self, sent: int, remaining: int) -> None:
         self.server._count_out_bytes(sent)
-        if remaining <= self.config.backpressure_limit:
+        if (self.backpressured or self.deferred_pong is not None) and \
+                remaining <= self.config.backpressure_limit:
             if self.backpressured:
                 self.check_drain()
             pong = self.deferred_pong

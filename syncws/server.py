@@ -314,10 +314,14 @@ class Server(Generic[T]):
         # among that socket's sends.
         corks = CORKS.corks
         worst = ACCEPTED
-        queued = 0
+        dropped = 0
         for conn in subscribers:
-            if conn is not exclude:
-                deflate = conn.deflate if deflate_it else None
+            if conn is exclude:
+                continue
+            deflate = conn.deflate if deflate_it else None
+            if deflate is None and not corks:
+                result = conn.enqueue(frame)  # the common case: the same bytes for all
+            else:
                 part: Part
                 if deflate is None:
                     part = frame
@@ -329,12 +333,15 @@ class Server(Generic[T]):
                 else:
                     part = (opcode, payload)
                 result = queue_part(conn, part, corks)
-                if result != DROPPED:
-                    queued += 1
+            if result != ACCEPTED:
                 # Worst wins, as in Bun: dropped over backpressure over accepted.
-                if result == DROPPED or (result == BACKPRESSURE and worst == ACCEPTED):
-                    worst = result
-        self._counters["messages_out"] += queued
+                if result == DROPPED:
+                    dropped += 1
+                    worst = DROPPED
+                elif worst == ACCEPTED:
+                    worst = BACKPRESSURE
+        reached = len(subscribers) - dropped - (exclude is not None and exclude in subscribers)
+        self._counters["messages_out"] += reached
         return send_result(worst, len(payload))
 
     def subscriber_count(self, topic: str) -> int:
