@@ -77,8 +77,9 @@ def mask_payload_python(payload: bytes | bytearray | memoryview, key: bytes) -> 
 mask_payload: Callable[[bytes | bytearray | memoryview, bytes], bytes] = mask_payload_python
 """XOR a payload with a masking key: python-websockets' C routine when installed.
 
-``pip install 'syncws[speedups]'`` makes it about 30 times faster on 64 KiB
-(3.6 us instead of 110 us here) and 6 times on 64 bytes; the result is the same.
+``pip install 'syncws[speedups]'`` makes it about 40 times faster on 64 KiB
+(3.7 us instead of 154 us) and 6 times on 64 bytes (``python benchmarks/micro.py``);
+the result is the same.
 """
 try:
     from websockets.speedups import apply_mask

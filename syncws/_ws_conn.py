@@ -376,6 +376,8 @@ class WsConnection(SocketConnection):
         the limit (RFC 6455 5.5.3 allows it): a peer that pings without
         reading cannot grow our buffer.
         """
+        # out.size without the lock: a send racing this read only moves the
+        # moment the pong goes out, never whether it does.
         if self.out.size > self.config.backpressure_limit:
             self.deferred_pong = payload
         else:
