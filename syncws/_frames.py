@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -26,6 +27,9 @@ _PACK_LONG = struct.Struct("!BBQ").pack
 
 MAX_CONTROL_PAYLOAD = 125
 MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
+
+# A message arriving in fragments is kept as at most this many pieces.
+MAX_FRAGMENT_PIECES = 1024
 
 
 def frame_header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False,
@@ -164,6 +168,33 @@ def buffer_bytes(data: object) -> bytes | None:
         return None
     with view:
         return view.tobytes()
+
+
+def add_fragment(parts: list[Any], payload: str | bytes) -> None:
+    """Keep ``payload``, a fragment of a message still arriving, in ``parts``.
+
+    Empty fragments are dropped, and past ``MAX_FRAGMENT_PIECES`` the pieces
+    are joined into one: kept one object each, countless tiny fragments
+    would cost tens of bytes of memory per byte of message.
+    """
+    if payload:
+        parts.append(payload)
+        if len(parts) > MAX_FRAGMENT_PIECES:
+            parts[:] = [_join(parts)]
+
+
+def last_fragment(parts: list[Any], payload: str | bytes) -> str | bytes:
+    """The whole message, once its final fragment ``payload`` arrived; empties ``parts``."""
+    if not parts:
+        return payload
+    parts.append(payload)
+    message = _join(parts)
+    parts.clear()
+    return message
+
+
+def _join(parts: list[Any]) -> str | bytes:
+    return ("" if isinstance(parts[0], str) else b"").join(parts)
 
 
 def message_payload(message: object, argument: str = "message") -> tuple[int, bytes]:

@@ -36,7 +36,7 @@ from ._dispatch import (
     run_events,
 )
 from ._fastpath import parse_simple_frames
-from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_frame
+from ._frames import OP_CLOSE, OP_PING, OP_PONG, add_fragment, encode_frame, last_fragment
 from ._loop import READ, EventLoop
 from .types import ReadyState
 
@@ -52,9 +52,6 @@ logger = logging.getLogger("syncws")
 INBOUND_HIGH_WATER = 1024 * 1024
 
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
-
-# A fragmented message is kept as at most this many pieces (then joined).
-MAX_FRAGMENT_PIECES = 1024
 
 # send/enqueue results, mapped to Bun's numbers by send_result().
 ACCEPTED, BACKPRESSURE, DROPPED = 1, -1, 0
@@ -331,22 +328,12 @@ class WsConnection(SocketConnection):
                         failure = (1009, "Message too big")
                         break
                     if frame.message_finished:
-                        if self.frag_parts:
-                            self.frag_parts.append(payload)
-                            joiner = "" if opcode is Opcode.TEXT else b""
-                            payload = joiner.join(self.frag_parts)
-                            self.frag_parts = []
-                            self.frag_size = 0
+                        payload = last_fragment(self.frag_parts, payload)
+                        self.frag_size = 0
                         if not self.local_close_sent:
                             events.append((MESSAGE, payload, total))
                     else:
-                        if payload:
-                            parts = self.frag_parts
-                            parts.append(payload)
-                            if len(parts) > MAX_FRAGMENT_PIECES:
-                                # Tiny fragments would cost far more than their bytes.
-                                joiner = "" if opcode is Opcode.TEXT else b""
-                                self.frag_parts = [joiner.join(parts)]
+                        add_fragment(self.frag_parts, payload)
                         self.frag_size = total
                 elif opcode is Opcode.PING:
                     if not self.local_close_sent:

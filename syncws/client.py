@@ -327,19 +327,34 @@ class ClientWebSocket:
         code, reason = self._final or self._local_close or (1006, "")
         return ConnectionClosed(code, reason)
 
-    def _start_close(self, code: int, reason: str, payload: bytes) -> bool:
-        """Send our close frame unless a close is already under way. Never waits for the peer."""
+    def _start_close(self, code: int, reason: str, payload: bytes, *, wait: bool = True) -> bool:
+        """Send our close frame unless a close is already under way.
+
+        Never waits for the peer's answer. The write itself may wait behind
+        a send to a peer that stopped reading, at most until the watchdog
+        drops the connection; with ``wait=False`` it happens on a short-lived
+        thread instead, and only the state changes before this returns.
+        """
         with self._state_lock:
             if self._state is not ReadyState.OPEN:
                 return False
             self._state = ReadyState.CLOSING
             self._local_close = (code, reason)
         self._inbox.unbound()
-        self._write_frame(OP_CLOSE, payload, closing=True)
+        self._arm_watchdog()
+        if wait:
+            self._write_frame(OP_CLOSE, payload, closing=True)
+        else:
+            threading.Thread(target=self._write_frame, args=(OP_CLOSE, payload),
+                             kwargs={"closing": True}, name=f"{self._reader.name}-close",
+                             daemon=True).start()
         return True
 
     def _arm_watchdog(self) -> None:
-        """Drop the connection if the closing handshake stalls (for the non-blocking close)."""
+        """Drop the connection ``CLOSE_TIMEOUT`` after a close began, whatever the peer does.
+
+        Dropping it also frees a writer stuck on a peer that stopped reading.
+        """
         timer = threading.Timer(CLOSE_TIMEOUT, self._abort)
         timer.daemon = True
         with self._state_lock:
@@ -405,7 +420,7 @@ class ClientWebSocket:
                     break
                 self._feed(data)
         except OSError as exc:
-            # Includes TimeoutError from the post-close wait and ssl.SSLError.
+            # Includes ssl.SSLError, and the error after the watchdog shut the socket down.
             logger.debug("syncws client: read from %s ended: %r", self.url, exc)
         except Exception:
             logger.exception("syncws client: reader for %s failed", self.url)
@@ -455,16 +470,11 @@ class ClientWebSocket:
             self._fail(1009, "Message too big")
             return False
         if not finished:
-            self._parts.append(payload)
+            _frames.add_fragment(self._parts, payload)
             self._size = total
             return True
-        if self._parts:
-            self._parts.append(payload)
-            joined: str | bytes = ("" if isinstance(payload, str) else b"").join(
-                self._parts)  # type: ignore[arg-type]
-            payload = joined
-            self._parts = []
-            self._size = 0
+        payload = _frames.last_fragment(self._parts, payload)
+        self._size = 0
         if not self._close_sent:  # after our close frame, data may be discarded (RFC 6455 1.4)
             self._inbox.put(_MESSAGE, payload, total)
         return True
@@ -492,10 +502,10 @@ class ClientWebSocket:
             echo = b""
         else:
             echo = _frames.close_payload(code if _frames.is_sendable_close_code(code) else 1000, "")
+        # RFC 6455 7.1.1: the server closes TCP first; wait for that, within reason
+        # (a deadline, not a read timeout: a trickle of bytes must not reset it).
+        self._arm_watchdog()
         self._write_frame(OP_CLOSE, echo, closing=True)
-        # RFC 6455 7.1.1: the server closes TCP first; wait for that, within reason.
-        with contextlib.suppress(OSError):
-            self._sock.settimeout(CLOSE_TIMEOUT)
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): our close frame, then TCP close."""
@@ -506,6 +516,7 @@ class ClientWebSocket:
                 self._state = ReadyState.CLOSING
             self._fail_close = (code, reason)
         self._inbox.unbound()
+        self._arm_watchdog()
         if not _frames.is_sendable_close_code(code):
             code = 1002
         self._write_frame(OP_CLOSE, _frames.close_payload(code, _frames.truncate_reason(reason)),
@@ -656,7 +667,8 @@ class WebSocket:
     which keeps the process alive until the connection is closed, as a Bun
     script stays alive. Listeners run on that thread, one at a time and in
     order: "open", then "message"s, then "close"; "error" comes before the
-    "close" of a failed connection. Events of a type nobody listens to yet
+    "close" of a failed connection, which then has code 1006 (as in the
+    browser; the "error" says what went wrong). Events of a type nobody listens to yet
     are held and delivered once the first listener for that type is added,
     so adding listeners right after the constructor never misses "open".
 
@@ -670,11 +682,21 @@ class WebSocket:
     CLOSED: Final = ReadyState.CLOSED
 
     def __init__(self, url: str, headers: HeaderArg | None = None,
-                 protocols: str | list[str] | tuple[str, ...] | None = None) -> None:
-        """Start connecting to ``url``; ``ValueError`` at once for a bad URL or argument."""
+                 protocols: str | list[str] | tuple[str, ...] | None = None, *,
+                 ssl: ssl_module.SSLContext | None = None,
+                 max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH) -> None:
+        """Start connecting to ``url``; ``ValueError`` at once for a bad URL or argument.
+
+        ``ssl`` and ``max_payload_length`` are as for :func:`connect` (Bun's
+        ``tls`` option is an ``ssl.SSLContext`` here): a ``wss://`` server
+        with a private CA needs ``ssl.create_default_context(cafile=...)``.
+        """
         target = parse_url(url)
         self._headers = normalize_headers(headers)
         self._protocols = normalize_subprotocols(protocols, "protocols")
+        _check_options(None, max_payload_length, False, ssl, target)
+        self._ssl = ssl
+        self._max_payload_length = max_payload_length
         self.url: str = target.url
         self._lock = threading.Lock()
         self._listeners: dict[str, list[Listener]] = {t: [] for t in _EVENT_TYPES}
@@ -800,8 +822,7 @@ class WebSocket:
             if state is not ReadyState.OPEN or conn is None:
                 return
             self._state = ReadyState.CLOSING
-        if conn._start_close(code, reason, payload):
-            conn._arm_watchdog()
+        conn._start_close(code, reason, payload, wait=False)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url} {self.ready_state.name}>"
@@ -811,8 +832,8 @@ class WebSocket:
     def _run(self) -> None:
         try:
             conn = _connect(self.url, headers=self._headers, subprotocols=self._protocols,
-                            timeout=10, per_message_deflate=False, ssl=None,
-                            max_payload_length=DEFAULT_MAX_PAYLOAD_LENGTH,
+                            timeout=10, per_message_deflate=False, ssl=self._ssl,
+                            max_payload_length=self._max_payload_length,
                             inbox=self._inbox, argument="protocols")
         except Exception as exc:
             logger.debug("syncws client: connecting to %s failed: %r", self.url, exc)
@@ -829,6 +850,7 @@ class WebSocket:
             self._fail_connect(ConnectionAbortedError("closed before the connection opened"))
             return
         self._emit(Event("open", self))
+        reported = False
         while True:
             kind, value = self._inbox.get()
             if kind == _MESSAGE:
@@ -837,11 +859,18 @@ class WebSocket:
             elif kind == _TOO_BIG:
                 error = PayloadTooBig(str(value))
                 self._emit(ErrorEvent("error", self, error, str(error)))
+                reported = True
             elif kind == _WAKE:
                 self._deliver_held()
             else:
                 break
         code, reason = conn._final or (1006, "")
+        if conn._failed:
+            # We failed the connection (a protocol error, a message too big): as
+            # in the browser and Bun, "error" says why, then "close" gives 1006.
+            if not reported:
+                self._emit(ErrorEvent("error", self, ConnectionClosed(code, reason), reason))
+            code, reason = 1006, ""
         with self._lock:
             self._state = ReadyState.CLOSED
         self._emit(CloseEvent("close", self, code, reason, conn._clean))

@@ -1076,3 +1076,189 @@ def test_client_inflate_is_bounded_against_a_bomb() -> None:
     assert result.stdout.startswith("too big"), result.stdout + result.stderr
     assert int(result.stdout.split()[-1]) < 40  # MiB of peak RSS growth, not ~1 GiB
     assert codes in ([1009], [0])
+
+
+# -- closing against peers that misbehave --------------------------------------------
+
+def _stall_after_handshake(release: threading.Event) -> Callable[[socket.socket, dict[str, str]],
+                                                                    None]:
+    """A server that completes the handshake, then neither reads nor writes until released."""
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        send_101(sock, headers)
+        release.wait(wait(20))
+    return script
+
+
+def _start_stuck_send(send: Callable[[bytes], object]) -> tuple[threading.Thread, list[Any]]:
+    """Send 32 MiB from a thread: against a server that does not read, it blocks."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            send(b"x" * (32 * 1024 * 1024))
+            outcome.append("sent")
+        except syncws.ConnectionClosed as exc:
+            outcome.append(exc.code)
+
+    sender = threading.Thread(target=run, daemon=True)
+    sender.start()
+    return sender, outcome
+
+
+def test_close_is_bounded_while_a_stuck_send_waits_on_a_peer_that_stopped_reading(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
+    release = threading.Event()
+    raw = RawServer(_stall_after_handshake(release))
+    try:
+        ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+        sender, outcome = _start_stuck_send(ws.send)
+        wait_for(lambda: ws._send_lock.locked() and ws._buffered_amount > 0)
+        closer = threading.Thread(target=ws.close, daemon=True)
+        closer.start()
+        closer.join(wait(5))
+        assert not closer.is_alive(), "close() waited on the stuck send for good"
+        sender.join(wait(5))
+        # The send could not finish: the connection was dropped under it.
+        assert outcome == [1000]
+        assert ws.ready_state is syncws.ReadyState.CLOSED
+        assert ws.close_code == 1000
+    finally:
+        release.set()
+    raw.join()
+
+
+def test_event_api_close_never_blocks_behind_a_stuck_send(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
+    release = threading.Event()
+    raw = RawServer(_stall_after_handshake(release))
+    try:
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+        recorder = Recorder(ws)
+        wait_for(lambda: ws.ready_state is syncws.ReadyState.OPEN)
+        conn = ws._conn
+        assert conn is not None
+        _start_stuck_send(ws.send)
+        wait_for(lambda: conn._send_lock.locked() and ws.buffered_amount > 0)
+        closer = threading.Thread(target=ws.close, args=(4001, "bye"), daemon=True)
+        closer.start()
+        closer.join(wait(1))
+        assert not closer.is_alive(), "WebSocket.close() blocked"
+        assert ws.ready_state is syncws.ReadyState.CLOSING
+        assert recorder.closed.wait(wait(5))
+        assert recorder.events == [("open",), ("close", 4001, "bye", False)]
+    finally:
+        release.set()
+    raw.join()
+
+
+def test_server_close_then_a_trickle_without_tcp_close_ends_at_the_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(server_frame(0x8, struct.pack("!H", 4000) + b"bye"))
+        # A byte every 0.1 s for 10 s, never a FIN, unless the client drops the connection.
+        pace = threading.Event()
+        with contextlib.suppress(OSError):
+            for _ in range(100):
+                sock.sendall(b"\x00")
+                pace.wait(0.1)
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    assert (info.value.code, info.value.reason) == (4000, "bye")
+    assert ws.ready_state is syncws.ReadyState.CLOSED
+    raw.join()
+
+
+def test_a_message_in_countless_tiny_fragments_is_kept_in_few_pieces(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syncws._frames, "MAX_FRAGMENT_PIECES", 8)
+    sent_all_but_last = threading.Event()
+    finish = threading.Event()
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        first = bytes([0x02, 1]) + b"a"  # binary, not final
+        empty = bytes([0x00, 0])  # an empty continuation
+        piece = bytes([0x00, 1]) + b"b"
+        sock.sendall(first + (empty + piece) * 99)
+        sent_all_but_last.set()
+        finish.wait(wait(10))
+        sock.sendall(bytes([0x80, 1]) + b"c")
+        sock.sendall(server_frame(0x8, struct.pack("!H", 1000)))
+        read_client_frame(sock)
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    assert sent_all_but_last.wait(wait(5))
+    wait_for(lambda: ws._size == 100)
+    # 100 one-byte pieces and 99 empty ones, held as at most 8 + 1 objects.
+    assert 1 <= len(ws._parts) <= 9
+    finish.set()
+    assert ws.recv(timeout=wait(5)) == b"a" + b"b" * 99 + b"c"
+    assert list(ws) == []
+    raw.join()
+
+
+def test_fragments_helpers_drop_empty_pieces_and_join_past_the_limit() -> None:
+    parts: list[Any] = []
+    for _ in range(3000):
+        syncws._frames.add_fragment(parts, "é")
+        syncws._frames.add_fragment(parts, "")
+    assert len(parts) <= syncws._frames.MAX_FRAGMENT_PIECES + 1
+    assert syncws._frames.last_fragment(parts, "!") == "é" * 3000 + "!"
+    assert parts == []
+    assert syncws._frames.last_fragment(parts, b"whole") == b"whole"
+
+
+@pytest.mark.parametrize(("frame", "why"), [
+    (bytes([0x81, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2]), "mask"),  # masked by a server
+    (bytes([0x88, 2]) + struct.pack("!H", 999), "invalid code"),  # a close code nobody may send
+    (bytes([0x81, 2]) + b"\xc3\x28", "utf"),  # invalid UTF-8
+])
+def test_event_api_failed_connection_gives_error_then_close_1006(frame: bytes, why: str) -> None:
+    sent: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(frame)
+        sent.append(read_client_frame(sock))
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    errors: list[syncws.ErrorEvent] = []
+    ws.add_event_listener("error", errors.append)
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    # As in the browser and Bun: "error", then "close" 1006, not clean.
+    assert recorder.events == [("open",), ("error", "ConnectionClosed"),
+                               ("close", 1006, "", False)]
+    assert why in errors[0].message.lower()
+    # On the wire the server was told why: 1002 or 1007.
+    opcode, _, _, payload = sent[0]
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] in (1002, 1007)
+
+
+def test_event_api_takes_ssl_and_max_payload_length(make_server: Any,
+                                                    tls: dict[str, Any]) -> None:
+    server = make_server(websocket=Echo, tls=tls["server"])
+    ws = syncws.WebSocket(f"wss://127.0.0.1:{server.port}/", ssl=tls["client"],
+                          max_payload_length=1000)
+    recorder = Recorder(ws, on_message=lambda event: ws.send("y" * 1001)
+                        if event.data == "small" else None)
+    ws.add_event_listener("open", lambda event: ws.send("small"))
+    assert recorder.closed.wait(wait(10))
+    assert recorder.events == [("open",), ("message", "small"), ("error", "PayloadTooBig"),
+                               ("close", 1006, "", False)]
+    with pytest.raises(TypeError, match="ssl"):
+        syncws.WebSocket("wss://127.0.0.1:1/", ssl="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_payload_length"):
+        syncws.WebSocket("ws://127.0.0.1:1/", max_payload_length=0)
