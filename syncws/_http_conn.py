@@ -162,18 +162,21 @@ class HttpConnection(SocketConnection):
         if self.closed:
             return
         conn = self.h11
+        status = response.status
         headers = [(name, value) for name, value in response.headers
                    if name.lower() not in ("content-length", "transfer-encoding")]
-        headers.append(("Content-Length", str(len(response.body))))
+        has_body = status >= 200 and status not in (204, 304)  # RFC 9110 6.4.1
+        length = response_length(response, request.method, has_body)
+        if length is not None:
+            headers.append(("Content-Length", length))
         try:
             try:
-                phrase = HTTPStatus(response.status).phrase.encode("ascii")
+                phrase = HTTPStatus(status).phrase.encode("ascii")
             except ValueError:
                 phrase = b""
-            data = conn.send(h11.Response(status_code=response.status, headers=headers,
-                                          reason=phrase))
+            data = conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))
             assert data is not None
-            if response.body and request.method != "HEAD":
+            if response.body and has_body and request.method != "HEAD":
                 data += conn.send(h11.Data(data=response.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError as exc:
@@ -282,3 +285,19 @@ class HttpConnection(SocketConnection):
         if not self.closed:
             super().close_socket()
             self.server._http_finished(self)
+
+
+def response_length(response: Response, method: str, has_body: bool) -> str | None:
+    """The Content-Length to send, or None for none (RFC 9110 8.6).
+
+    None for 1xx, 204 and 304 (a 304 keeps the one its ``fetch`` gave, the
+    GET's); a HEAD response with an empty body keeps its ``fetch``'s too (a
+    WSGI app answers HEAD with the GET's headers and no body); otherwise the
+    body's length.
+    """
+    given = [value for name, value in response.headers if name.lower() == "content-length"]
+    if not has_body:
+        return given[-1] if given and response.status == 304 and given[-1].isdigit() else None
+    if method == "HEAD" and not response.body and given and given[-1].isdigit():
+        return given[-1]
+    return str(len(response.body))

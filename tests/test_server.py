@@ -38,6 +38,29 @@ def http_get(port: int, raw: bytes) -> bytes:
             data += chunk
 
 
+def test_no_content_length_on_204_and_304_and_keep_alive_goes_on(make_server: Any) -> None:
+    def fetch(req: syncws.Request, server: Any) -> syncws.Response:
+        if req.path == "/204":
+            return syncws.Response(b"", status=204)
+        if req.path == "/304":
+            return syncws.Response(b"", status=304, headers={"Content-Length": "11"})
+        return syncws.Response(b"hello world")
+
+    server = make_server(fetch)
+    raw = b"".join(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                   for method, path in [("GET", "/204"), ("GET", "/304"), ("HEAD", "/"),
+                                        ("GET", "/")])
+    reply = http_get(server.port, raw + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    responses = reply.split(b"HTTP/1.1 ")[1:]
+    assert [r.split(b"\r\n")[0] for r in responses] == [
+        b"204 No Content", b"304 Not Modified", b"200 OK", b"200 OK", b"200 OK"]
+    # RFC 9110 8.6: never on a 204; a 304 keeps the GET's; HEAD the body's, without the body.
+    assert b"content-length" not in responses[0].lower()
+    assert b"Content-Length: 11\r\n\r\n" in responses[1]
+    assert responses[2].endswith(b"Content-Length: 11\r\n\r\n")
+    assert responses[3].endswith(b"\r\n\r\nhello world")
+
+
 def test_echo_example_with_python_websockets(make_server: Any) -> None:
     server = make_server(echo_fetch, {"message": lambda ws, m: ws.send(f"Echo: {m}")})
     with connect(f"ws://127.0.0.1:{server.port}/") as client:

@@ -338,6 +338,13 @@ def test_flask_get(site: FlaskSite) -> None:
     assert headers["Content-Type"].startswith("text/html")
 
 
+def test_flask_head_keeps_the_get_content_length(site: FlaskSite) -> None:
+    # Werkzeug answers HEAD with the GET's headers and no body (RFC 9110 9.3.2).
+    status, headers, body = http_request(site.port, "HEAD", "/hello?name=ada")
+    assert (status, body) == (200, b"")
+    assert headers["Content-Length"] == str(len(b"hello ada"))
+
+
 def test_flask_post_form_and_json(site: FlaskSite) -> None:
     form = urlencode({"a": "1", "b": "é"}).encode()
     status, _, body = http_request(site.port, "POST", "/form", form,
