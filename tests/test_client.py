@@ -1080,18 +1080,27 @@ def test_client_inflate_is_bounded_against_a_bomb() -> None:
 
 # -- closing against peers that misbehave --------------------------------------------
 
-def _stall_after_handshake(release: threading.Event) -> Callable[[socket.socket, dict[str, str]],
-                                                                    None]:
-    """A server that completes the handshake, then neither reads nor writes until released."""
+@contextlib.contextmanager
+def peer_that_stops_reading(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A server (its port) that completes the handshake, then neither reads nor writes."""
+    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
+    release = threading.Event()
+
     def script(sock: socket.socket, headers: dict[str, str]) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         send_101(sock, headers)
         release.wait(wait(20))
-    return script
+
+    raw = RawServer(script)
+    try:
+        yield raw.port
+    finally:
+        release.set()
+    raw.join()
 
 
-def _start_stuck_send(send: Callable[[bytes], object]) -> tuple[threading.Thread, list[Any]]:
-    """Send 32 MiB from a thread: against a server that does not read, it blocks."""
+def start_stuck_send(send: Callable[[bytes], object]) -> tuple[threading.Thread, list[Any]]:
+    """Send 32 MiB from a thread: against a peer that does not read, it blocks."""
     outcome: list[Any] = []
 
     def run() -> None:
@@ -1106,52 +1115,42 @@ def _start_stuck_send(send: Callable[[bytes], object]) -> tuple[threading.Thread
     return sender, outcome
 
 
+def returns_within(seconds: float, fn: Callable[..., object], *args: Any) -> bool:
+    """Whether ``fn(*args)``, run on a thread, returned within ``seconds``."""
+    caller = threading.Thread(target=fn, args=args, daemon=True)
+    caller.start()
+    caller.join(seconds)
+    return not caller.is_alive()
+
+
 def test_close_is_bounded_while_a_stuck_send_waits_on_a_peer_that_stopped_reading(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
-    release = threading.Event()
-    raw = RawServer(_stall_after_handshake(release))
-    try:
-        ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
-        sender, outcome = _start_stuck_send(ws.send)
+    with peer_that_stops_reading(monkeypatch) as port:
+        ws = syncws.connect(f"ws://127.0.0.1:{port}/")
+        sender, outcome = start_stuck_send(ws.send)
         wait_for(lambda: ws._send_lock.locked() and ws._buffered_amount > 0)
-        closer = threading.Thread(target=ws.close, daemon=True)
-        closer.start()
-        closer.join(wait(5))
-        assert not closer.is_alive(), "close() waited on the stuck send for good"
+        assert returns_within(wait(5), ws.close), "close() waited on the stuck send for good"
         sender.join(wait(5))
         # The send could not finish: the connection was dropped under it.
         assert outcome == [1000]
         assert ws.ready_state is syncws.ReadyState.CLOSED
         assert ws.close_code == 1000
-    finally:
-        release.set()
-    raw.join()
 
 
 def test_event_api_close_never_blocks_behind_a_stuck_send(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
-    release = threading.Event()
-    raw = RawServer(_stall_after_handshake(release))
-    try:
-        ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    with peer_that_stops_reading(monkeypatch) as port:
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{port}/")
         recorder = Recorder(ws)
         wait_for(lambda: ws.ready_state is syncws.ReadyState.OPEN)
         conn = ws._conn
         assert conn is not None
-        _start_stuck_send(ws.send)
+        start_stuck_send(ws.send)
         wait_for(lambda: conn._send_lock.locked() and ws.buffered_amount > 0)
-        closer = threading.Thread(target=ws.close, args=(4001, "bye"), daemon=True)
-        closer.start()
-        closer.join(wait(1))
-        assert not closer.is_alive(), "WebSocket.close() blocked"
+        assert returns_within(wait(1), ws.close, 4001, "bye"), "WebSocket.close() blocked"
         assert ws.ready_state is syncws.ReadyState.CLOSING
         assert recorder.closed.wait(wait(5))
         assert recorder.events == [("open",), ("close", 4001, "bye", False)]
-    finally:
-        release.set()
-    raw.join()
 
 
 def test_server_close_then_a_trickle_without_tcp_close_ends_at_the_deadline(
