@@ -30,12 +30,13 @@ class SocketConnection:
     """One accepted socket: the loop writes ``out`` to it, one write per turn."""
 
     __slots__ = ("closed", "flush_queued", "interest", "lock", "loop", "out", "peer",
-                 "sock", "timer_at", "write_blocked")
+                 "sock", "timer_at", "tls", "write_blocked")
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
                  lock: threading.Lock) -> None:
         # Owned by the loop thread.
         self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)
         self.loop = loop
         self.peer = peer
         self.interest = 0
@@ -108,7 +109,7 @@ class SocketConnection:
 
     def send_chunks(self, chunks: list[bytes | bytearray | memoryview]) -> int:
         """Write several queued chunks in one call (``flush`` sends a single one itself)."""
-        if isinstance(self.sock, ssl.SSLSocket):
+        if self.tls:
             # TLS sockets have no sendmsg(): join up to a bounded size instead.
             size = count = 0
             while count < len(chunks) and size < TLS_WRITE_SIZE:
@@ -133,7 +134,7 @@ class SocketConnection:
         except OSError as exc:
             self.connection_lost(exc)
             return None
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        if self.tls and self.sock.pending():  # type: ignore[attr-defined]
             # Decrypted bytes wait inside OpenSSL, where select() cannot see them.
             self.loop.call_soon_threadsafe(self.on_readable)
         return self.loop.read_view[:n]

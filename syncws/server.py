@@ -616,9 +616,6 @@ class Server(Generic[T]):
         counters["bytes_in"] += nbytes
         counters["messages_in"] += messages
 
-    def _count_out_bytes(self, n: int) -> None:
-        self._counters["bytes_out"] += n
-
     def _count_dropped(self) -> None:
         self._counters["messages_dropped"] += 1
 

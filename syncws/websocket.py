@@ -98,6 +98,8 @@ class ServerWebSocket(Generic[T]):
             # A big payload is not copied behind its header: the two go out
             # as chunks of their own, in one sendmsg().
             status = self._conn.enqueue(frame_header(opcode, len(payload)), payload=payload)
+        elif not corks and part.__class__ is bytes:
+            status = self._conn.enqueue(part)
         else:
             status = queue_part(self._conn, part, corks)
         if status != DROPPED:
