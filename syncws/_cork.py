@@ -1,9 +1,12 @@
-"""``ws.cork()``: a thread's sends to one connection held back and written as one.
+"""``ws.cork()``: a thread's sends to one connection written as one.
 
-Per thread, the connections being corked (by ``id`` of their ``WsConnection``)
-and what has been sent to each so far. Sends and publishes that reach a
-corked connection from the corking thread join its cork, so they keep the
-order they were called in; other threads' sends go straight through.
+A cork holds back the write, not the frames: each send inside it is queued
+on the connection at once (so it gets the same -1/0 answer as any send, keeps
+its place among other threads' sends and before a close frame, and is never
+dropped once accepted), but asks the loop for no write; the cork's end asks
+for one. Per thread, the connections being corked, by ``id`` of their
+``WsConnection``: sends and publishes that reach a corked connection from the
+corking thread join its cork.
 """
 
 from __future__ import annotations
@@ -11,48 +14,33 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from ._ws_conn import DROPPED
-
 if TYPE_CHECKING:
     from ._ws_conn import WsConnection
 
 # An encoded frame, or (opcode, payload) of a message for a per-connection
-# deflate context: compressed at the cork's end, in wire order.
+# deflate context, which compresses it as it queues it (in wire order).
 Part = bytes | tuple[int, bytes]
 
 
 class Cork:
-    """The parts one ``cork()`` call has taken so far, and their size."""
+    """One ``cork()`` call on one connection: whether it queued anything yet."""
 
-    __slots__ = ("parts", "size")
+    __slots__ = ("queued",)
 
     def __init__(self) -> None:
-        self.parts: list[Part] = []
-        self.size = 0
+        self.queued = False
 
     def take(self, conn: WsConnection, part: Part) -> int:
-        """Admit ``part`` against ``conn``'s limit; ACCEPTED, BACKPRESSURE or DROPPED."""
-        # A message still to compress is counted at its uncompressed size.
-        nbytes = len(part) if isinstance(part, bytes) else len(part[1])
-        status = conn.admit(self.size, nbytes)
-        if status != DROPPED:
-            self.parts.append(part)
-            self.size += nbytes
-        return status
+        """Queue ``part`` without a write; ACCEPTED, BACKPRESSURE or DROPPED."""
+        self.queued = True
+        if part.__class__ is bytes:
+            return conn.enqueue(part, flush=False)
+        return conn.enqueue_parts([part], flush=False)
 
     def release(self, conn: WsConnection) -> None:
-        """Queue what the cork took, as one write.
-
-        Each part was admitted as it was sent (and told -1 or 0 then): it
-        goes out whatever the buffer holds now.
-        """
-        parts = self.parts
-        if not parts:
-            return
-        if all(isinstance(part, bytes) for part in parts):
-            conn.enqueue(b"".join(parts), admitted=True)  # type: ignore[arg-type]
-        else:
-            conn.enqueue_parts(parts, admitted=True)
+        """Have what the cork queued written, as one write."""
+        if self.queued:
+            conn.flush_corked()
 
 
 class _CorkState(threading.local):
@@ -77,7 +65,7 @@ def start_cork(conn: WsConnection) -> bool:
 
 
 def end_cork(conn: WsConnection) -> None:
-    """Stop corking ``conn`` on this thread and queue what the cork took."""
+    """Stop corking ``conn`` on this thread and have what the cork queued written."""
     corks = CORKS.corks
     assert corks is not None
     corks.pop(id(conn)).release(conn)

@@ -117,18 +117,19 @@ class WsConnection(SocketConnection):
 
     # -- outbound, any thread ------------------------------------------------
 
-    def enqueue(self, frame: bytes, admitted: bool = False, payload: bytes | None = None) -> int:
+    def enqueue(self, frame: bytes, payload: bytes | None = None, flush: bool = True) -> int:
         """Queue an encoded frame; ACCEPTED, BACKPRESSURE or DROPPED (as Bun).
 
-        ``admitted``: ``admit`` already took the decision (a cork ending).
         ``payload``: the frame's payload, queued as its own chunk behind
         ``frame`` (then just the header), so a big one is not copied.
+        ``flush=False`` (inside a cork): queue it, but leave the write to
+        ``flush_corked`` at the cork's end.
         """
         limit = self.config.backpressure_limit
         with self.lock:
             if self.state is not ReadyState.OPEN:
                 return DROPPED
-            if self.out.size > limit and not admitted:
+            if self.out.size > limit:
                 self.backpressured = True
                 result = DROPPED
                 queued = True
@@ -136,17 +137,18 @@ class WsConnection(SocketConnection):
                 if payload is not None:
                     self.out.append(frame)
                     frame = payload
-                result, queued = self._append_locked(frame)
+                result, queued = self._append_locked(frame, flush)
         if result is DROPPED:
             self.dropped()
         if not queued:
             self.loop.request_flush(self)
         return result
 
-    def _append_locked(self, data: bytes) -> tuple[int, bool]:
+    def _append_locked(self, data: bytes, flush: bool) -> tuple[int, bool]:
         """Append to ``out``, ``self.lock`` held.
 
-        Returns (ACCEPTED or BACKPRESSURE, whether a flush was already queued).
+        Returns (ACCEPTED or BACKPRESSURE, whether no flush request is needed:
+        one is queued already, or ``flush`` is False).
         """
         out = self.out
         out.append(data)
@@ -154,30 +156,19 @@ class WsConnection(SocketConnection):
         if out.size > self.config.backpressure_limit:
             self.backpressured = True
             result = BACKPRESSURE
+        if not flush:
+            return result, True
         queued = self.flush_queued
         self.flush_queued = True
         return result, queued
 
-    def admit(self, pending: int, nbytes: int) -> int:
-        """Decide, as ``enqueue`` would, on a corked frame of ``nbytes``; append nothing.
-
-        ``pending`` counts the bytes corked before it: they are not in ``out``
-        yet but will be, so a cork can never grow the buffer past the limit
-        by more than one message.
-        """
+    def flush_corked(self) -> None:
+        """A cork ended: have the loop write what it queued, in one write. Any thread."""
         with self.lock:
-            if self.state is not ReadyState.OPEN:
-                return DROPPED
-            queued = self.out.size + pending
-            limit = self.config.backpressure_limit
-            result = DROPPED if queued > limit else \
-                BACKPRESSURE if queued + nbytes > limit else ACCEPTED
-            if result is not ACCEPTED:
-                # The caller saw -1 or 0 and waits for drain: make sure it comes.
-                self.backpressured = True
-        if result is DROPPED:
-            self.dropped()
-        return result
+            if self.flush_queued or not self.out:
+                return
+            self.flush_queued = True
+        self.loop.request_flush(self)
 
     def dropped(self) -> None:
         """A send found the buffer over the limit: count it, and close if so configured."""
@@ -189,7 +180,7 @@ class WsConnection(SocketConnection):
         """Queue one message compressed with ``self.deflate``; as ``enqueue``."""
         return self.enqueue_parts([(opcode, payload)])
 
-    def enqueue_parts(self, parts: list[bytes | tuple[int, bytes]], admitted: bool = False) -> int:
+    def enqueue_parts(self, parts: list[bytes | tuple[int, bytes]], flush: bool = True) -> int:
         """Queue encoded frames and ``(opcode, payload)`` messages to compress, as one write.
 
         With a per-connection deflate context, its lock is held from the
@@ -204,13 +195,13 @@ class WsConnection(SocketConnection):
             return self.enqueue(b"".join(
                 part if isinstance(part, bytes) else
                 deflate.frame(*part) if deflate is not None else encode_frame(*part)
-                for part in parts), admitted)
+                for part in parts), flush=flush)
         limit = self.config.backpressure_limit
         with deflate.lock:
             with self.lock:
                 if self.state is not ReadyState.OPEN:
                     return DROPPED
-                over = self.out.size > limit and not admitted
+                over = self.out.size > limit
                 if over:
                     self.backpressured = True
             if not over:
@@ -219,7 +210,7 @@ class WsConnection(SocketConnection):
                 with self.lock:
                     if self.state is not ReadyState.OPEN:
                         return DROPPED  # closing: no data frame may follow the close
-                    result, queued = self._append_locked(data)
+                    result, queued = self._append_locked(data, flush)
         if over:
             self.dropped()
             return DROPPED

@@ -122,8 +122,13 @@ class ServerWebSocket(Generic[T]):
     def cork(self, callback: Callable[[ServerWebSocket[T]], R]) -> R:
         """Call ``callback(ws)``; the sends it makes on this thread go out in one write.
 
-        Returns what ``callback`` returns. Other threads are not blocked; a
-        nested ``cork`` just runs its callback.
+        Each send is queued as it is made (it answers -1 or 0 as any send
+        does, and goes out before a close asked for meanwhile); only the
+        write waits until ``callback`` returns. Returns what ``callback``
+        returns. Other threads are not blocked; a nested ``cork`` just runs
+        its callback.
+
+        >>> ws.cork(lambda w: (w.send("a"), w.send("b")))  # doctest: +SKIP
         """
         if not callable(callback):
             raise TypeError("cork expects a callable")

@@ -323,9 +323,9 @@ def test_cork_keeps_the_backpressure_limit(make_server: Any, deflate: Any) -> No
 
 
 @pytest.mark.parametrize("deflate", list(DEFLATE_MODES.values()), ids=list(DEFLATE_MODES))
-def test_corked_sends_survive_a_full_buffer_at_the_cork_end(make_server: Any,
-                                                            deflate: Any) -> None:
-    """What a corked send took (and said so) goes out even if another thread filled the buffer."""
+def test_corked_sends_keep_their_place_and_count_against_the_limit(make_server: Any,
+                                                                   deflate: Any) -> None:
+    """A corked send is queued when made: later sends of other threads come after it."""
     rec = Sockets()
     limit = 256 * 1024
     server = make_server(websocket=rec.spec(backpressure_limit=limit,
@@ -354,15 +354,62 @@ def test_corked_sends_survive_a_full_buffer_at_the_cork_end(make_server: Any,
         assert ws.cork(corked) == [chunk, chunk]
     finally:
         release.set()
-    assert other == [chunk] * 3 + [-1, 0, 0]  # frame headers count too
+    # The two corked frames (and their headers) already fill half the limit.
+    assert other == [chunk, -1, 0, 0, 0, 0]
     inflater = zlib.decompressobj(-15)
     received = []
-    for _ in range(6):
+    for _ in range(4):
         _, _, rsv, payload = client.recv_frame()
         if rsv:
             payload = inflater.decompress(payload + b"\x00\x00\xff\xff")
         received.append(payloads.index(payload))
-    assert received == [2, 3, 4, 5, 0, 1]
+    assert received == [0, 1, 2, 3]
+    client.close()
+
+
+def test_corked_sends_go_out_before_a_close_made_inside_the_cork(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+
+    def last_words(w: Any) -> list[int]:
+        sent = [w.send("last"), w.send(b"words")]
+        w.close(4000, "bye")
+        return [*sent, w.send("too late")]
+
+    assert ws.cork(last_words) == [4, 5, 0]
+    assert client.recv_frame()[::3] == (0x1, b"last")
+    assert client.recv_frame()[::3] == (0x2, b"words")
+    assert client.recv_close() == (4000, b"bye")
+    client.close()
+
+
+def test_corked_sends_go_out_before_a_close_from_another_thread(make_server: Any) -> None:
+    rec = Sockets()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    closed_meanwhile = threading.Event()
+
+    def corked(w: Any) -> list[int]:
+        sent = [w.send(f"corked {i}") for i in range(3)]
+        closer = threading.Thread(target=lambda: (ws.close(4001, "from elsewhere"),
+                                                  closed_meanwhile.set()))
+        closer.start()
+        closer.join()
+        # Let the loop take the close before the cork ends.
+        turn = threading.Event()
+        server._loop.call_soon_threadsafe(turn.set)
+        assert turn.wait(wait(5))
+        return sent
+
+    assert ws.cork(corked) == [8, 8, 8]
+    assert closed_meanwhile.is_set()
+    assert [client.recv_frame()[3] for _ in range(3)] == [b"corked 0", b"corked 1", b"corked 2"]
+    assert client.recv_close() == (4001, b"from elsewhere")
     client.close()
 
 
