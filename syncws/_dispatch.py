@@ -50,7 +50,13 @@ def run_events(conn: WsConnection) -> None:
         if not batch:
             return
         done_bytes = 0
-        for kind, payload, nbytes in batch:
+        for position, (kind, payload, nbytes) in enumerate(batch):
+            if conn.user_paused:
+                # ws.pause(), from a handler of this batch or another thread: the
+                # rest waits, first in line, for resume() (a close clears the pause).
+                with conn.lock:
+                    conn.inbox[:0] = batch[position:]
+                break
             done_bytes += nbytes + EVENT_COST
             if kind == CLOSE:
                 _run_close(conn, ws, payload)

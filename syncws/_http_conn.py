@@ -169,6 +169,10 @@ class HttpConnection(SocketConnection):
         length = response_length(response, request.method, has_body)
         if length is not None:
             headers.append(("Content-Length", length))
+        if self.server._closing_all:
+            # stop(close_active_connections=True) came while fetch ran: the
+            # answer goes out, then the connection closes (h11 sees to it).
+            headers.append(("Connection", "close"))
         try:
             try:
                 phrase = HTTPStatus(status).phrase.encode("ascii")
@@ -201,6 +205,10 @@ class HttpConnection(SocketConnection):
         """Write the 101 and hand the socket over to a WebSocket connection."""
         self.server._request_done()
         if self.closed:
+            return
+        if self.server._closing_all:
+            # stop(close_active_connections=True) came while fetch ran.
+            self.reject(503, "Server is shutting down")
             return
         trailing, _ = self.h11.trailing_data
         # The socket now belongs to the WebSocket connection; this object lets go.

@@ -134,8 +134,14 @@ class WorkerPool:
 
     def shutdown(self, wait: bool = True) -> None:
         """Let the workers finish the queued tasks and ready items, then end them."""
-        # The loop may be gone: no later turn would start a runner for them.
-        self.start_runners(time.monotonic())
+        # The loop may be gone: no later turn would start runners for them, nor
+        # back up a stalled one, so each waiting item (a connection's close
+        # handler, say) gets a runner of its own now, up to the pool's size.
+        with self._ready_lock:
+            extra = max(0, min(len(self._ready), self.size - self._runners))
+            self._runners += extra
+        for _ in range(extra):
+            self._tasks.put((self._run_ready, ()))
         for _ in self._threads:
             self._tasks.put(_STOP)
         if wait and not self.is_worker_thread():

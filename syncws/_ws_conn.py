@@ -218,13 +218,24 @@ class WsConnection(SocketConnection):
             self.loop.request_flush(self)
         return result
 
-    def request_close(self, code: int, reason: str) -> None:
-        """Start the closing handshake (any thread; returns at once)."""
+    def begin_closing(self) -> bool:
+        """OPEN -> CLOSING (any thread); False if the connection was no longer open.
+
+        The socket leaves its topics at once: in Bun the close handler runs
+        inside ``close()``, and a closing socket must not count as a
+        subscriber nor make a publish report a drop.
+        """
         with self.lock:
             if self.state is not ReadyState.OPEN:
-                return
+                return False
             self.state = ReadyState.CLOSING
-        self.loop.call_soon_threadsafe(partial(self.start_close, code, reason))
+        self.server._registry.unsubscribe_all(self)
+        return True
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (any thread; returns at once)."""
+        if self.begin_closing():
+            self.loop.call_soon_threadsafe(partial(self.start_close, code, reason))
 
     def request_terminate(self) -> None:
         """Drop the TCP connection without a closing handshake (any thread).
@@ -232,11 +243,8 @@ class WsConnection(SocketConnection):
         Only an open connection: once closing, the handshake under way keeps
         its code and reason (and its own deadline), as in Bun.
         """
-        with self.lock:
-            if self.state is not ReadyState.OPEN:
-                return
-            self.state = ReadyState.CLOSING
-        self.loop.call_soon_threadsafe(partial(self.finalize, 1006, ""))
+        if self.begin_closing():
+            self.loop.call_soon_threadsafe(partial(self.finalize, 1006, ""))
 
     def set_user_paused(self, paused: bool) -> None:
         """ws.pause() / ws.resume(): stop or restart reading and delivering."""
@@ -400,8 +408,8 @@ class WsConnection(SocketConnection):
 
     def update_reading(self) -> None:
         """Read while neither the inbox backlog nor ws.pause() says stop."""
-        if self.closed:
-            return
+        if self.closed or self.finalize_when_flushed:
+            return  # (the closing handshake is over: nothing more to read)
         if self.pending_fail is not None:
             # Called back by run_events each time it clears backlog_paused.
             with self.lock:
@@ -412,7 +420,9 @@ class WsConnection(SocketConnection):
                 self._fail_now(*self.pending_fail)
             return
         with self.lock:
-            paused = self.backlog_paused or self.user_paused
+            # Once our close frame is out, read on whatever holds delivery back:
+            # the peer's answer must be seen, and later data is dropped unread.
+            paused = (self.backlog_paused or self.user_paused) and not self.local_close_sent
         if not paused and not self.interest & READ:
             # Reading again: the quiet time was ours, not the peer's.
             self.last_recv = self.loop.now
@@ -499,6 +509,7 @@ class WsConnection(SocketConnection):
         self.close_deadline = self.loop.now + CLOSE_HANDSHAKE_TIMEOUT
         self._write_close(code, reason)
         self.arm_timer()
+        self.update_reading()  # a paused socket must still hear the peer's close
 
     def _write_close(self, code: int, reason: str) -> None:
         payload = _frames.close_payload(code, _frames.truncate_reason(reason))
@@ -508,9 +519,7 @@ class WsConnection(SocketConnection):
 
     def remote_close(self, code: int, reason: str) -> None:
         """The peer's close frame arrived."""
-        with self.lock:
-            if self.state is ReadyState.OPEN:
-                self.state = ReadyState.CLOSING
+        self.begin_closing()
         if self.local_close_sent:
             # Our close was answered: the handshake is complete.
             self.flush_then_finalize()
@@ -549,9 +558,7 @@ class WsConnection(SocketConnection):
         self._fail_now(code, reason)
 
     def _fail_now(self, code: int, reason: str) -> None:
-        with self.lock:
-            if self.state is ReadyState.OPEN:
-                self.state = ReadyState.CLOSING
+        self.begin_closing()
         if not self.local_close_sent:
             self.local_close_sent = True
             self.close_code, self.close_reason = code, reason

@@ -175,6 +175,9 @@ class Server(Generic[T]):
         self._connections = 0
         self._stopped = threading.Event()
         self._listener_closed = threading.Event()
+        # stop(close_active_connections=True) ran (loop thread): a fetch still
+        # running then gets its connection closed once it answers.
+        self._closing_all = False
         self._counters = {"messages_in": 0, "bytes_in": 0, "messages_out": 0, "bytes_out": 0,
                           "messages_dropped": 0, "messages_published": 0}
 
@@ -358,9 +361,11 @@ class Server(Generic[T]):
         """Stop accepting connections; open ones go on unless told otherwise.
 
         With ``close_active_connections=True`` every WebSocket is closed with
-        1001 "Server closed" and idle HTTP connections are dropped; the call
-        returns once their ``close`` handlers ran or ``timeout`` passed (at
-        once when called from a handler, which would otherwise wait on itself).
+        1001 "Server closed" and idle HTTP connections are dropped; a request
+        still in ``fetch`` gets its answer with ``Connection: close`` (an
+        upgrade then gets 503). The call returns once the close handlers
+        and those fetches ran or ``timeout`` passed (at once when called from
+        a handler, which would otherwise wait on itself).
         """
         self._stopped.set()
         self._loop.call_soon_threadsafe(partial(self._stop_in_loop, close_active_connections))
@@ -372,8 +377,8 @@ class Server(Generic[T]):
             return
         with self._lock:
             self._all_closed.wait_for(
-                lambda: self._open_websockets == 0 and self._pending_close_handlers == 0,
-                timeout)
+                lambda: self._open_websockets == 0 and self._pending_close_handlers == 0
+                and self._pending_requests == 0, timeout)
         if self._bridge is not None:
             # Let it flush what the close handlers published ("... left").
             self._maybe_stop_bridge()
@@ -419,6 +424,7 @@ class Server(Generic[T]):
             listener.sock.close()
         self._listener_closed.set()
         if close_active:
+            self._closing_all = True
             for conn in list(self._ws_conns):
                 conn.request_close(1001, "Server closed")
             for http in list(self._http_conns):
@@ -600,6 +606,8 @@ class Server(Generic[T]):
     def _request_done(self) -> None:
         with self._lock:
             self._pending_requests -= 1
+            if self._pending_requests == 0:
+                self._all_closed.notify_all()
 
     def _close_handler_done(self, conn: WsConnection) -> None:
         with self._lock:

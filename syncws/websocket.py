@@ -142,13 +142,13 @@ class ServerWebSocket(Generic[T]):
     # -- pub/sub --------------------------------------------------------------
 
     def subscribe(self, topic: str) -> bool:
-        """Subscribe to ``topic``; True (also when already subscribed), False once closed."""
+        """Subscribe to ``topic``; True (also when already subscribed), False once closing."""
         check_topic(topic)
-        if self._conn.state is ReadyState.CLOSED:
+        if self._conn.state is not ReadyState.OPEN:
             return False
         self._server._registry.subscribe(self._conn, topic)
-        if self._conn.state is ReadyState.CLOSED:  # type: ignore[comparison-overlap]
-            # Lost a race with the close: the loop already emptied our topics.
+        if self._conn.state is not ReadyState.OPEN:
+            # Lost a race with the close, which already emptied our topics.
             self._server._registry.unsubscribe_all(self._conn)
             return False
         return True

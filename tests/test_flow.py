@@ -150,6 +150,74 @@ def paused_connection(make_server: Any) -> tuple[Sockets, RawClient, Any]:
     return rec, client, ws
 
 
+def test_pause_in_a_handler_holds_back_the_rest_of_its_batch(make_server: Any) -> None:
+    delivered: list[str] = []
+    first_done = threading.Event()
+
+    def on_message(ws: Any, msg: str) -> None:
+        delivered.append(msg)
+        if msg == "m1":
+            ws.pause()
+            first_done.set()
+
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(message=on_message))
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    # One write: the five messages reach the worker as one batch.
+    client.sock.sendall(b"".join(client_frame(0x1, f"m{i}".encode()) for i in range(1, 6)))
+    assert first_done.wait(wait(5))
+    settled = threading.Event()  # one more loop turn and a worker pass for anything stray
+    server._loop.call_soon_threadsafe(settled.set)
+    assert settled.wait(wait(5))
+    assert delivered == ["m1"] and ws.is_paused
+    ws.resume()
+    wait_for(lambda: len(delivered) == 5, message="held messages delivered")
+    assert delivered == ["m1", "m2", "m3", "m4", "m5"]
+    client.close()
+
+
+def test_a_paused_socket_hears_the_answer_to_its_close(make_server: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import syncws._ws_conn
+    monkeypatch.setattr(syncws._ws_conn, "CLOSE_HANDSHAKE_TIMEOUT", 60.0)
+    rec = Sockets()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    ws = rec.sockets[0]
+    ws.pause()
+    ws.close(4000, "bye")
+    assert client.recv_close() == (4000, b"bye")
+    client.send_frame(0x8, (4000).to_bytes(2, "big"))
+    # Not the 60 s deadline: the peer's answer is read although the socket is paused.
+    assert rec.closed.wait(wait(5))
+    assert rec.events[-1] == ("close", 4000, "bye")
+    client.close()
+
+
+def test_stop_runs_close_handlers_of_different_sockets_in_parallel(make_server: Any) -> None:
+    together = threading.Barrier(4)
+    met: list[bool] = []
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        try:
+            together.wait(wait(5))  # only passes if all four run at once
+            met.append(True)
+        except threading.BrokenBarrierError:
+            met.append(False)
+
+    server = make_server(websocket={"message": lambda ws, m: None, "close": on_close},
+                         workers=4)
+    clients = [RawClient(server.port) for _ in range(4)]
+    wait_for(lambda: server.pending_websockets == 4, message="all open")
+    for client in clients:  # they never answer: each close ends at its deadline... or TCP end
+        client.sock.close()
+    server.stop(close_active_connections=True, timeout=wait(10))
+    assert met == [True] * 4
+
+
 def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
     rec, client, ws = paused_connection(make_server)
     client.send_frame(1, b"held")

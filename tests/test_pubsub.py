@@ -86,6 +86,28 @@ def test_subscriber_count_drops_on_close_and_on_tcp_drop(make_server: Any) -> No
     room.stack.close()
 
 
+def test_a_closing_socket_leaves_its_topics_at_once(make_server: Any) -> None:
+    """As in Bun, where the close handler runs inside close(): a socket whose peer has not
+    answered our close yet is no subscriber, and publishing is no drop because of it."""
+    sockets: list[Any] = []
+    server = make_server(websocket={"open": lambda ws: (ws.subscribe("t"), sockets.append(ws)),
+                                    "message": lambda ws, m: None})
+    listener = RawClient(server.port)
+    slow = RawClient(server.port)  # reads nothing, never answers our close
+    wait_for(lambda: len(sockets) == 2, message="both subscribed")
+    closing = next(ws for ws in sockets
+                   if ws._conn.peer[1] == slow.sock.getsockname()[1])
+    closing.close(4000, "bye")
+    assert closing.ready_state is syncws.ReadyState.CLOSING
+    assert not closing.is_subscribed("t") and closing.subscriptions == []
+    assert server.subscriber_count("t") == 1
+    assert closing.subscribe("t") is False
+    assert server.publish("t", "after") == 5
+    assert listener.recv_frame()[3] == b"after"
+    listener.close()
+    slow.close()
+
+
 def test_subscription_methods(make_server: Any) -> None:
     answers: list[Any] = []
     closed = threading.Event()

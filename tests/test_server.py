@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import KEY, RawClient, close_body, wait, wait_for
+from conftest import KEY, RawClient, close_body, handshake_request, wait, wait_for
 from websockets.exceptions import ConnectionClosed as PeerClosed
 from websockets.sync.client import connect
 
@@ -493,6 +493,47 @@ def test_stop_closes_with_1001_and_waits_for_close_handlers(make_server: Any) ->
     client.close()
     assert rec.events[-1] == ("close", 1001, "Server closed")
     assert server.pending_websockets == 0
+
+
+def test_stop_closing_all_answers_a_fetch_still_running_then_closes(make_server: Any) -> None:
+    """A fetch running at stop(True): its answer goes out with Connection: close, an
+    upgrade gets 503 (no WebSocket opens after the stop), and stop() waits for both."""
+    entered, release = threading.Barrier(3), threading.Event()
+    opened: list[Any] = []
+
+    def fetch(req: syncws.Request, server: Any) -> syncws.Response | None:
+        entered.wait(wait(5))
+        release.wait(wait(10))
+        if req.path == "/ws" and server.upgrade(req):
+            return None
+        return syncws.Response("late answer")
+
+    server = make_server(fetch, {"open": opened.append, "message": lambda ws, m: None})
+    plain = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+    plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    upgrade = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+    upgrade.sendall(handshake_request("/ws"))
+    entered.wait(wait(5))  # both fetches are running
+    stopper = threading.Thread(target=server.stop, args=(True, wait(10)))
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive(), "stop(True) returned while fetch was still running"
+    release.set()
+    stopper.join(wait(10))
+    assert not stopper.is_alive()
+
+    def reply(sock: socket.socket) -> bytes:
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        return data  # the whole reply, then the server closed the connection
+
+    answer = reply(plain)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"late answer")
+    assert b"connection: close" in answer.lower()
+    assert reply(upgrade).startswith(b"HTTP/1.1 503 ")
+    assert opened == [] and server.pending_websockets == 0
 
 
 def test_messages_before_close_are_delivered_first(make_server: Any) -> None:
