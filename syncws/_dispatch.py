@@ -77,20 +77,20 @@ def run_events(conn: WsConnection) -> None:
                         config.ping(ws, payload)
                 elif kind == PONG and config.pong is not None:
                     config.pong(ws, payload)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() too: the worker must live on
                 conn.handler_failed = True
                 _report(conn, ws, exc)
                 conn.request_close(1011, "Internal error")
 
 
-def _report(conn: WsConnection, ws: Any, exc: Exception) -> None:
+def _report(conn: WsConnection, ws: Any, exc: BaseException) -> None:
     error = conn.config.error
     if error is None:
         logger.error("syncws: a websocket handler raised", exc_info=exc)
         return
     try:
         error(ws, exc)
-    except Exception:
+    except BaseException:
         logger.exception("syncws: the error handler raised")
 
 
@@ -99,7 +99,7 @@ def _run_close(conn: WsConnection, ws: Any, payload: tuple[int, str]) -> None:
     try:
         if conn.config.close is not None:
             conn.config.close(ws, code, reason)
-    except Exception:
+    except BaseException:
         logger.exception("syncws: the close handler raised")
     finally:
         conn.server._close_handler_done(conn)

@@ -44,8 +44,17 @@ def header_pairs(headers: object) -> list[tuple[str, str]]:
             raise TypeError("headers must map str names to str values")
         if not name or any(ch not in TOKEN_CHARS for ch in name):
             raise ValueError(f"headers: {name!r} is not a valid header name")
-        if any(ch in "\r\n\0" for ch in value):
-            raise ValueError(f"headers: the value of {name!r} contains CR, LF or NUL")
+        # RFC 9110 5.5: no control characters, no surrounding whitespace,
+        # and HTTP/1.1 carries bytes: latin-1 at most.
+        value = value.strip(" \t")
+        if any((ch < " " and ch != "\t") or ch == "\x7f" for ch in value):
+            raise ValueError(f"headers: the value of {name!r} contains a control character")
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(f"headers: the value of {name!r} is not latin-1; encode it "
+                                 f"(RFC 8187, or percent-encoding)") from None
         checked.append((name, value))
     return checked
 
@@ -111,11 +120,22 @@ class Request:
         self.headers = headers
         self.body = body
         host = headers.get("host", "localhost")
-        self.url = target if "://" in target else f"{scheme}://{host}{target}"
-        split = urlsplit(self.url)
-        self.path = split.path or "/"
+        # Path and query come from the target alone (a Host header cannot move
+        # them), and the scheme from the connection (a client cannot claim https).
+        if target.startswith("/"):  # origin-form, RFC 9112 3.2.1
+            path_query = target
+        elif "://" in target:  # absolute-form
+            split = urlsplit(target)
+            host = split.netloc or host
+            path_query = (split.path or "/") + (f"?{split.query}" if split.query else "")
+        else:  # asterisk-form ("OPTIONS *") or authority-form
+            path_query = "/" if target == "*" else target
+        path_query = path_query.partition("#")[0]
+        self.url = f"{scheme}://{host}{path_query}"
+        path, _, query = path_query.partition("?")
+        self.path = "*" if target == "*" else path or "/"
         self.query: dict[str, str] = {}
-        for key, value in parse_qsl(split.query, keep_blank_values=True):
+        for key, value in parse_qsl(query, keep_blank_values=True):
             self.query.setdefault(key, value)
         self._peer = peer
         # Set by Server.upgrade() on the fetch worker, read by the loop after fetch returns.
@@ -148,8 +168,9 @@ class Response:
 
     def __init__(self, body: str | bytes = "", status: int = 200,
                  headers: HeaderItems | None = None) -> None:
-        if not isinstance(status, int) or not 100 <= status <= 999:
-            raise ValueError(f"status must be an HTTP status code, not {status!r}")
+        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+            # As Bun's Response; 1xx are not final answers, 101 is server.upgrade()'s.
+            raise ValueError(f"status must be an HTTP status code from 200 to 599, not {status!r}")
         pairs = header_pairs(headers)
         names = {name.lower() for name, _ in pairs}
         if isinstance(body, str):
@@ -168,7 +189,8 @@ class Response:
     def json(cls, obj: Any, status: int = 200, headers: HeaderItems | None = None) -> Response:
         """A response whose body is ``obj`` as JSON (``application/json``)."""
         pairs = header_pairs(headers)
-        pairs.append(("Content-Type", "application/json"))
+        if not any(name.lower() == "content-type" for name, _ in pairs):
+            pairs.append(("Content-Type", "application/json"))
         return cls(_json.dumps(obj).encode("utf-8"), status, pairs)
 
     def __repr__(self) -> str:

@@ -9,9 +9,12 @@ loop's door as ``finish_response`` or ``finish_upgrade``.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sys
 import threading
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +120,9 @@ class HttpConnection(SocketConnection):
             elif isinstance(event, h11.EndOfMessage):
                 self.dispatch()
             elif isinstance(event, h11.ConnectionClosed):
-                self.close_socket()
+                # The client half-closed: what it asked for still goes out whole
+                # (RFC 9112 9.6), then the connection closes.
+                self.close_after_flush()
                 return
 
     def start_request(self, event: h11.Request) -> None:
@@ -127,18 +132,29 @@ class HttpConnection(SocketConnection):
         length = 0
         # h11 bounds only an incomplete head; one that arrived whole is measured here.
         head_size = len(event.target)
+        chunked = False
         for name, value in event.headers:
             head_size += len(name) + len(value) + 4
             if name == b"content-length":
                 length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"host" and not _AUTHORITY.fullmatch(value):
+                self.reject(400, "Invalid Host header")  # RFC 9112 3.2
+                return
         if head_size > self.server._max_header_bytes:
             self.reject(431, "Request header fields too large")
+            return
+        if chunked and any(name == b"content-length" for name, _ in event.headers):
+            # Both framings: the classic request-smuggling shape (RFC 9112 6.1).
+            self.reject(400, "Both Content-Length and Transfer-Encoding")
             return
         if length > self.server._max_request_body_size:
             self.reject(413, "Request body too large")
             return
         if self.h11.they_are_waiting_for_100_continue:
-            self.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+            self.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[],
+                                                               reason=b"Continue")))
 
     def dispatch(self) -> None:
         """The request is complete: hand it to ``fetch`` on a worker."""
@@ -173,19 +189,25 @@ class HttpConnection(SocketConnection):
             # stop(close_active_connections=True) came while fetch ran: the
             # answer goes out, then the connection closes (h11 sees to it).
             headers.append(("Connection", "close"))
+        headers.append(("Date", http_date(time.time())))
         try:
             try:
                 phrase = HTTPStatus(status).phrase.encode("ascii")
             except ValueError:
                 phrase = b""
-            data = conn.send(h11.Response(status_code=status, headers=headers, reason=phrase))
+            data = conn.send(h11.Response(
+                status_code=status, reason=phrase,
+                headers=[(n.encode("ascii"), v.encode("latin-1")) for n, v in headers]))
             assert data is not None
             if response.body and has_body and request.method != "HEAD":
                 data += conn.send(h11.Data(data=response.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError as exc:
-            logger.error("syncws: could not send the response: %s", exc)
-            self.close_socket()
+        except Exception as exc:  # what Response let through and h11 refused
+            logger.error("syncws: could not send the response to %s %s: %r", request.method,
+                         request.target, exc)
+            self.write(plain_response(500, "Internal Server Error"))
+            self.in_fetch = False
+            self.close_after_flush()
             return
         logger.debug("%s %s %s %d %d", self.peer[0], request.method, request.target,
                      response.status, len(response.body))
@@ -309,3 +331,20 @@ def response_length(response: Response, method: str, has_body: bool) -> str | No
     if method == "HEAD" and not response.body and given and given[-1].isdigit():
         return given[-1]
     return str(len(response.body))
+
+
+# What a Host header may hold: an authority (RFC 3986 3.2), nothing that
+# would move the path, the query or the user part of the URL.
+_AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]]*")
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date(now: float) -> str:
+    """The Date header's value (RFC 9110 6.6.1), computed once per second."""
+    global _date_cache
+    second, text = _date_cache
+    if int(now) != second:
+        text = formatdate(now, usegmt=True)
+        _date_cache = (int(now), text)
+    return text

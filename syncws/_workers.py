@@ -115,7 +115,7 @@ class WorkerPool:
                 self._last_progress = time.monotonic()
             try:
                 fn(arg)
-            except Exception:
+            except BaseException:  # a worker outlives whatever a task raises
                 logger.exception("syncws: a worker task failed")
 
     def is_worker_thread(self) -> bool:
@@ -159,7 +159,7 @@ class WorkerPool:
             busy[index] = True
             try:
                 fn(*args)
-            except Exception:
+            except BaseException:  # a worker outlives whatever a task raises
                 logger.exception("syncws: a worker task failed")
             finally:
                 busy[index] = False

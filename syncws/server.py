@@ -573,7 +573,7 @@ class Server(Generic[T]):
                 result: object = self._default_fetch(req)
             else:
                 result = self._fetch(req, self)
-        except Exception:
+        except BaseException:  # sys.exit() in fetch must not take a worker down with it
             logger.exception("syncws: fetch raised for %s %s", req.method, req.target)
             req._upgrade = None
             result = Response("Internal Server Error", status=500)

@@ -38,6 +38,98 @@ def http_get(port: int, raw: bytes) -> bytes:
             data += chunk
 
 
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"status": 101}, "200 to 599"), ({"status": 600}, "200 to 599"),
+    ({"status": True}, "200 to 599"),
+    ({"headers": {"X-Name": "caf\u20ac"}}, "latin-1"),
+    ({"headers": {"X-A": "a\x01b"}}, "control"), ({"headers": {"X-A": "a\x7f"}}, "control"),
+])
+def test_responses_that_could_not_be_sent_are_refused_at_once(kwargs: dict[str, Any],
+                                                               problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        syncws.Response("x", **kwargs)
+
+
+def test_response_headers_as_they_go_on_the_wire(make_server: Any) -> None:
+    def fetch(req: syncws.Request, server: Any) -> syncws.Response:
+        if req.path == "/json":
+            return syncws.Response.json({"a": 1}, headers={"Content-Type": "application/x+json"})
+        return syncws.Response("x", headers=[("X-Name", "caf\u00e9"), ("X-Pad", " v\t")])
+
+    server = make_server(fetch)
+    reply = http_get(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, second = reply.split(b"HTTP/1.1 200 OK")[1:]
+    assert b"\r\nX-Name: caf\xe9\r\n" in first  # latin-1, as PEP 3333 has it
+    assert b"\r\nX-Pad: v\r\n" in first
+    assert b"\r\nDate: " in first  # RFC 9110 6.6.1
+    assert second.lower().count(b"content-type") == 1
+    assert b"Content-Type: application/x+json" in second
+
+
+@pytest.mark.parametrize(("target", "host", "url", "path", "query"), [
+    ("/a/b?x=1&x=2", "h:81", "http://h:81/a/b?x=1&x=2", "/a/b", {"x": "1"}),
+    ("/login?next=http://evil/x", "h", "http://h/login?next=http://evil/x", "/login",
+     {"next": "http://evil/x"}),
+    ("https://other/p?q=1", "h", "http://other/p?q=1", "/p", {"q": "1"}),  # the socket's scheme
+    ("*", "h", "http://h/", "*", {}),
+])
+def test_request_url_path_and_query_come_from_the_target(target: str, host: str, url: str,
+                                                        path: str, query: dict[str, str]) -> None:
+    req = syncws.Request("GET", target, syncws.Headers([("Host", host)]))
+    assert (req.url, req.path, req.query) == (url, path, query)
+
+
+@pytest.mark.parametrize("host", [b"example.com/admin", b"example.com?", b"example.com#",
+                                  b"user@example.com", b"a b"])
+def test_a_host_header_that_is_no_authority_gets_400(make_server: Any, host: bytes) -> None:
+    seen: list[str] = []
+    server = make_server(lambda req, s: seen.append(req.path) or syncws.Response("ok"))
+    reply = http_get(server.port, b"GET /public HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ") and seen == []
+
+
+def test_content_length_with_transfer_encoding_is_refused(make_server: Any) -> None:
+    seen: list[str] = []
+    server = make_server(lambda req, s: seen.append(req.path) or syncws.Response("ok"))
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    reply = http_get(server.port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + body)
+    # RFC 9112 6.1: the request-smuggling shape. One 400, then the connection closes.
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1") == 1
+    assert seen == []
+
+
+def test_a_client_that_half_closes_gets_the_whole_response(make_server: Any) -> None:
+    body = os.urandom(4 * 1024 * 1024)
+    server = make_server(lambda req, s: syncws.Response(body))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait(10)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)  # as `printf ... | nc -N` does
+        reply = b""
+        while chunk := sock.recv(1 << 20):
+            reply += chunk
+    assert reply.endswith(body)
+
+
+def test_sys_exit_in_fetch_is_a_500_and_the_worker_lives_on(make_server: Any) -> None:
+    def fetch(req: syncws.Request, server: Any) -> syncws.Response:
+        if req.path == "/exit":
+            sys.exit(3)
+        return syncws.Response("still here")
+
+    server = make_server(fetch, workers=1)
+    for _ in range(2):  # the only worker would be gone after the first
+        reply = http_get(server.port, b"GET /exit HTTP/1.1\r\nHost: x\r\nConnection: close"
+                                      b"\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 500 ")
+    reply = http_get(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.endswith(b"still here")
+    assert server.pending_requests == 0
+
+
 def test_no_content_length_on_204_and_304_and_keep_alive_goes_on(make_server: Any) -> None:
     def fetch(req: syncws.Request, server: Any) -> syncws.Response:
         if req.path == "/204":
@@ -56,8 +148,8 @@ def test_no_content_length_on_204_and_304_and_keep_alive_goes_on(make_server: An
         b"204 No Content", b"304 Not Modified", b"200 OK", b"200 OK", b"200 OK"]
     # RFC 9110 8.6: never on a 204; a 304 keeps the GET's; HEAD the body's, without the body.
     assert b"content-length" not in responses[0].lower()
-    assert b"Content-Length: 11\r\n\r\n" in responses[1]
-    assert responses[2].endswith(b"Content-Length: 11\r\n\r\n")
+    assert b"\r\nContent-Length: 11\r\n" in responses[1]
+    assert b"\r\nContent-Length: 11\r\n" in responses[2] and responses[2].endswith(b"\r\n\r\n")
     assert responses[3].endswith(b"\r\n\r\nhello world")
 
 
