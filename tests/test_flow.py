@@ -43,6 +43,15 @@ class Sockets:
         return spec
 
 
+def one_socket(make_server: Any, **spec: Any) -> tuple[Sockets, Any, RawClient, Any]:
+    """A server with ``spec``, one raw client, and the server-side ws once it is open."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(**spec))
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    return rec, server, client, rec.sockets[0]
+
+
 def test_send_results_buffer_bound_and_drain(make_server: Any) -> None:
     rec = Sockets()
     limit = 1024 * 1024
@@ -160,11 +169,7 @@ def test_pause_in_a_handler_holds_back_the_rest_of_its_batch(make_server: Any) -
             ws.pause()
             first_done.set()
 
-    rec = Sockets()
-    server = make_server(websocket=rec.spec(message=on_message))
-    client = RawClient(server.port)
-    wait_for(lambda: rec.sockets, message="open")
-    ws = rec.sockets[0]
+    _, server, client, ws = one_socket(make_server, message=on_message)
     # One write: the five messages reach the worker as one batch.
     client.sock.sendall(b"".join(client_frame(0x1, f"m{i}".encode()) for i in range(1, 6)))
     assert first_done.wait(wait(5))
@@ -182,11 +187,7 @@ def test_a_paused_socket_hears_the_answer_to_its_close(make_server: Any,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import syncws._ws_conn
     monkeypatch.setattr(syncws._ws_conn, "CLOSE_HANDSHAKE_TIMEOUT", 60.0)
-    rec = Sockets()
-    server = make_server(websocket=rec.spec())
-    client = RawClient(server.port)
-    wait_for(lambda: rec.sockets, message="open")
-    ws = rec.sockets[0]
+    rec, _, client, ws = one_socket(make_server)
     ws.pause()
     ws.close(4000, "bye")
     assert client.recv_close() == (4000, b"bye")
@@ -436,11 +437,7 @@ def test_corked_sends_keep_their_place_and_count_against_the_limit(make_server: 
 
 
 def test_corked_sends_go_out_before_a_close_made_inside_the_cork(make_server: Any) -> None:
-    rec = Sockets()
-    server = make_server(websocket=rec.spec())
-    client = RawClient(server.port)
-    wait_for(lambda: rec.sockets, message="open")
-    ws = rec.sockets[0]
+    _, _, client, ws = one_socket(make_server)
 
     def last_words(w: Any) -> list[int]:
         sent = [w.send("last"), w.send(b"words")]
@@ -455,11 +452,7 @@ def test_corked_sends_go_out_before_a_close_made_inside_the_cork(make_server: An
 
 
 def test_corked_sends_go_out_before_a_close_from_another_thread(make_server: Any) -> None:
-    rec = Sockets()
-    server = make_server(websocket=rec.spec())
-    client = RawClient(server.port)
-    wait_for(lambda: rec.sockets, message="open")
-    ws = rec.sockets[0]
+    _, server, client, ws = one_socket(make_server)
     closed_meanwhile = threading.Event()
 
     def corked(w: Any) -> list[int]:
