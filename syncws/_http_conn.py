@@ -126,6 +126,10 @@ class HttpConnection(SocketConnection):
                 return
 
     def start_request(self, event: h11.Request) -> None:
+        if not event.http_version.startswith(b"1."):
+            # RFC 9110 15.6.6; a later 1.x minor version is served as 1.1 (2.5).
+            self.reject(505, "HTTP version not supported")
+            return
         self.request = event
         self.body = []
         self.body_size = 0

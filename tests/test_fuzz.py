@@ -423,11 +423,12 @@ def test_random_http_request(fuzz_server: FuzzServer, data: bytes, cuts: list[in
     # Either a TCP close, or HTTP responses of which the first is a 4xx (RFC 9112
     # section 2.2: a server that receives an invalid request-line SHOULD respond
     # with 400), a 501 (RFC 9112 section 6.1: a transfer coding it does not
-    # understand), or a 101 for a request that happened to be a valid upgrade.
+    # understand), a 505 (RFC 9110 section 15.6.6: an HTTP major version other
+    # than 1), or a 101 for a request that happened to be a valid upgrade.
     if response:
         status = response.split(b"\r\n", 1)[0]
         assert status[:10] in (b"HTTP/1.1 4", b"HTTP/1.1 1") or status.startswith(
-            b"HTTP/1.1 501 "), response[:200]
+            (b"HTTP/1.1 501 ", b"HTTP/1.1 505 ")), response[:200]
         if status.startswith(b"HTTP/1.1 1"):
             assert status == b"HTTP/1.1 101 Switching Protocols"
     assert_serves(fuzz_server.server.port)

@@ -89,6 +89,16 @@ def test_a_host_header_that_is_no_authority_gets_400(make_server: Any, host: byt
     assert reply.startswith(b"HTTP/1.1 400 ") and seen == []
 
 
+@pytest.mark.parametrize(("version", "status"), [(b"2.0", b"505"), (b"3.7", b"505"),
+                                                 (b"1.2", b"200")])
+def test_an_http_version_other_than_1_x_gets_505(make_server: Any, version: bytes,
+                                                 status: bytes) -> None:
+    server = make_server(lambda req, s: syncws.Response("ok"))
+    reply = http_get(server.port, b"GET / HTTP/" + version + b"\r\nHost: x\r\n"
+                                  b"Connection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 " + status + b" ")  # 1.2 is served as 1.1 (RFC 9110 2.5)
+
+
 def test_content_length_with_transfer_encoding_is_refused(make_server: Any) -> None:
     seen: list[str] = []
     server = make_server(lambda req, s: seen.append(req.path) or syncws.Response("ok"))
