@@ -69,7 +69,7 @@ class WsConnection(SocketConnection):
         "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
         "config", "deferred_pong", "deflate", "dispatching", "finalize_when_flushed", "finalized",
         "frag_parts", "frag_size", "handler_failed", "held", "inbox", "inbox_bytes", "last_recv",
-        "lean", "local_close_sent", "pending_fail", "ping_sent", "proto",
+        "local_close_sent", "pending_fail", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
     )
 
@@ -85,9 +85,6 @@ class WsConnection(SocketConnection):
         self.deflate: Compressor | None = None
         # Owned by the loop thread.
         self.proto = FrameProtocol(client=False, extensions=extensions)
-        # True until wsproto first gets bytes: its parser is idle for sure,
-        # and fast_path_ok() need not look (it is asked on every read).
-        self.lean = not extensions
         self.frag_parts: list[Any] = []
         self.frag_size = 0
         # The start of a binary frame the lean parser takes once it is whole.
@@ -294,7 +291,7 @@ class WsConnection(SocketConnection):
             held += data
             data = held
             self.held = None
-        if (self.lean and not self.local_close_sent) or self.fast_path_ok():
+        if self.fast_path_ok():
             consumed, messages, wait = parse_simple_frames(data, config.max_payload_length)
             if consumed:
                 events = [(MESSAGE, payload, n) for payload, n in messages]
@@ -317,7 +314,6 @@ class WsConnection(SocketConnection):
         proto = self.proto
         try:
             if data:
-                self.lean = False
                 proto.receive_bytes(data)  # type: ignore[arg-type]
             for frame in proto.received_frames() if data else ():
                 opcode = frame.opcode

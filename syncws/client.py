@@ -668,9 +668,10 @@ class WebSocket:
     script stays alive. Listeners run on that thread, one at a time and in
     order: "open", then "message"s, then "close"; "error" comes before the
     "close" of a failed connection, which then has code 1006 (as in the
-    browser; the "error" says what went wrong). Events of a type nobody listens to yet
-    are held and delivered once the first listener for that type is added,
-    so adding listeners right after the constructor never misses "open".
+    browser; the "error" says what went wrong). Events of a type nobody
+    listens to yet are held and delivered once the first listener for that
+    type is added, so adding listeners right after the constructor never
+    misses "open".
 
     Every method is thread-safe and may be called from a listener. ``send``
     blocks only while the kernel's send buffer is full; ``close`` never blocks.
