@@ -193,6 +193,24 @@ def last_fragment(parts: list[Any], payload: str | bytes) -> str | bytes:
     return message
 
 
+def unread_payload(proto: Any) -> int:
+    """Payload bytes still to come of the data frame a wsproto ``FrameProtocol`` is reading.
+
+    0 between frames, inside a control frame, and wherever the length on the
+    wire may say nothing of the message's size: a compressed frame, or any
+    continuation once an extension is negotiated. With it a message whose
+    frame header announces more than the limit fails at the header, as in
+    Bun, instead of once that much has arrived.
+    """
+    decoder = proto._frame_decoder
+    header = decoder.header
+    if header is None or header.opcode.iscontrol():
+        return 0
+    if proto.extensions and (header.rsv.rsv1 or header.opcode == OP_CONTINUATION):
+        return 0
+    return int(header.payload_len - decoder.payload_consumed)
+
+
 def _join(parts: list[Any]) -> str | bytes:
     return ("" if isinstance(parts[0], str) else b"").join(parts)
 

@@ -36,7 +36,15 @@ from ._dispatch import (
     run_events,
 )
 from ._fastpath import parse_simple_frames
-from ._frames import OP_CLOSE, OP_PING, OP_PONG, add_fragment, encode_frame, last_fragment
+from ._frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    add_fragment,
+    encode_frame,
+    last_fragment,
+    unread_payload,
+)
 from ._loop import READ, EventLoop
 from .types import ReadyState
 
@@ -349,6 +357,9 @@ class WsConnection(SocketConnection):
                     code, reason = payload
                     self.remote_close(int(code), reason)
                     break
+            else:
+                if data and self.frag_size + unread_payload(proto) > config.max_payload_length:
+                    failure = (1009, "Message too big")
         except ParseFailed as exc:
             failure = (int(exc.code), str(exc))
         server._count_in(nread, sum(1 for e in events if e[0] == MESSAGE))

@@ -447,15 +447,20 @@ class ClientWebSocket:
                     code, reason = cast("tuple[int, str]", frame.payload)
                     self._on_remote_close(int(code), str(reason))
                     return
+            if self._size + _frames.unread_payload(proto) > self._max_payload:
+                self._too_big("")  # announced by the frame header: no need to wait for it
         except ParseFailed as exc:
             if exc.code == 1009:
                 # Inflating passed the budget: the same report as an oversized message.
-                self._parts = []
-                self._inbox.put(_TOO_BIG, f"the server sent a message over max_payload_length "
-                                          f"({self._max_payload} bytes) once inflated")
-                self._fail(1009, "Message too big")
+                self._too_big(" once inflated")
                 return
             self._fail(int(exc.code), str(exc))
+
+    def _too_big(self, detail: str) -> None:
+        self._parts = []
+        self._inbox.put(_TOO_BIG, f"the server sent a message over max_payload_length "
+                                  f"({self._max_payload} bytes){detail}")
+        self._fail(1009, "Message too big")
 
     def _on_data(self, payload: str | bytes, finished: bool) -> bool:
         if isinstance(payload, str) and not payload.isascii():
@@ -464,10 +469,7 @@ class ClientWebSocket:
             size = len(payload)
         total = self._size + size
         if total > self._max_payload:
-            self._parts = []
-            self._inbox.put(_TOO_BIG, f"the server sent a message over max_payload_length "
-                                      f"({self._max_payload} bytes)")
-            self._fail(1009, "Message too big")
+            self._too_big("")
             return False
         if not finished:
             _frames.add_fragment(self._parts, payload)

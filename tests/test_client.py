@@ -371,6 +371,27 @@ def test_fragmented_text_over_limit_is_refused(ws_peer: Any) -> None:
     assert info.value.code == 1009
 
 
+def test_frame_announcing_too_much_fails_at_its_header() -> None:
+    """The header's length is enough: the client does not wait for a payload over the limit."""
+    seen: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        # A binary frame announcing 2000 bytes, then 10 of them and nothing more.
+        sock.sendall(bytes([0x82, 126]) + struct.pack("!H", 2000) + b"x" * 10)
+        seen.append(read_client_frame(sock))
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/", max_payload_length=1000)
+    with pytest.raises(syncws.PayloadTooBig):
+        ws.recv(timeout=wait(5))
+    with pytest.raises(syncws.ConnectionClosed) as info:
+        ws.recv(timeout=wait(5))
+    raw.join()
+    assert info.value.code == 1009
+    assert seen[0][0] == 0x8 and seen[0][3][:2] == struct.pack("!H", 1009)
+
+
 def test_recv_timeout(make_server: Any) -> None:
     server = make_server(websocket=Echo)
     with syncws.connect(f"ws://127.0.0.1:{server.port}/") as ws:

@@ -455,6 +455,27 @@ def test_too_big_after_inflating_is_1009(make_server: Any) -> None:
     client.close()
 
 
+def test_uncompressed_frame_announcing_too_much_fails_at_its_header(make_server: Any) -> None:
+    """With deflate on, a frame sent plain still fails at its header; a compressed one cannot."""
+    got: list[Any] = []
+    server = make_server(websocket={"message": lambda ws, m: got.append(m),
+                                    "per_message_deflate": {}, "max_payload_length": 1000})
+    plain = RawClient(server.port, extra=OFFER)
+    plain.send(client_frame(0x2, bytes(2000))[:8 + 10])  # its header and 10 bytes, no more
+    assert closed_with(plain) == 1009
+    plain.close()
+    # Over 1000 bytes on the wire, 800 once inflated: within the limit, delivered.
+    packer = zlib.compressobj(0, zlib.DEFLATED, -15)
+    wire = b"".join(packer.compress(bytes([i]) * 4) + packer.flush(zlib.Z_SYNC_FLUSH)
+                    for i in range(200))[:-4]
+    assert len(wire) > 1000
+    compressed = RawClient(server.port, extra=OFFER)
+    compressed.send(client_frame(0x2, wire, rsv=4))
+    wait_for(lambda: got == [b"".join(bytes([i]) * 4 for i in range(200))],
+             message="the compressed message")
+    compressed.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

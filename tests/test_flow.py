@@ -125,6 +125,31 @@ def test_max_payload_length(make_server: Any) -> None:
     assert not any(e[0] == "message" and len(e[1]) > 1024 for e in rec.events)
 
 
+def test_frame_announcing_too_much_fails_at_its_header(make_server: Any) -> None:
+    """As in Bun: 1009 once a header announces more than the limit, not once it all arrived."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(max_payload_length=1024))
+    cases = [
+        [client_frame(2, b"b" * 1025)],  # one frame, 16-bit length
+        [client_frame(1, b"t" * 70000)],  # text, 64-bit length
+        # 600 bytes so far, then a continuation announcing 500 more.
+        [client_frame(2, b"c" * 600, fin=False), client_frame(0, b"c" * 500)],
+    ]
+    for frames in cases:
+        rec.closed.clear()
+        client = RawClient(server.port)
+        *whole, announcing = frames
+        for frame in whole:
+            client.send(frame)
+        header = 14 if len(announcing) > 65536 + 14 else 8 if len(announcing) > 131 else 6
+        client.send(announcing[:header + 10])  # the header and 10 bytes: nothing more comes
+        assert client.recv_close()[0] == 1009
+        assert rec.closed.wait(wait(5))
+        assert rec.events[-1][:2] == ("close", 1009)
+        client.close()
+    assert not any(e[0] == "message" for e in rec.events)
+
+
 def test_idle_timeout_without_pings_closes_silent_peer(make_server: Any) -> None:
     rec = Sockets()
     server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
