@@ -143,8 +143,8 @@ class Request:
         self._upgrade_claimed = False
 
     def text(self) -> str:
-        """The body decoded as UTF-8."""
-        return self.body.decode("utf-8")
+        """The body decoded as UTF-8; bytes that are not UTF-8 become U+FFFD, as in Bun."""
+        return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
         """The body parsed as JSON."""

@@ -105,7 +105,10 @@ class HttpConnection(SocketConnection):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self.reject(exc.error_status_hint, str(exc))
+                status = exc.error_status_hint
+                if status == 431 and self.request_line_too_long(conn.trailing_data[0]):
+                    status = 414
+                self.reject(status, str(exc))
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
@@ -124,6 +127,11 @@ class HttpConnection(SocketConnection):
                 # (RFC 9112 9.6), then the connection closes.
                 self.close_after_flush()
                 return
+
+    def request_line_too_long(self, head: bytes) -> bool:
+        """Whether the request line alone passes the head limit: 414, not 431 (RFC 9110 15.5.15)."""
+        line_end = head.find(b"\r\n")
+        return (len(head) if line_end == -1 else line_end) > self.server._max_header_bytes
 
     def start_request(self, event: h11.Request) -> None:
         if not event.http_version.startswith(b"1."):
@@ -147,7 +155,10 @@ class HttpConnection(SocketConnection):
                 self.reject(400, "Invalid Host header")  # RFC 9112 3.2
                 return
         if head_size > self.server._max_header_bytes:
-            self.reject(431, "Request header fields too large")
+            if self.request_line_too_long(event.target):
+                self.reject(414, "URI too long")
+            else:
+                self.reject(431, "Request header fields too large")
             return
         if chunked and any(name == b"content-length" for name, _ in event.headers):
             # Both framings: the classic request-smuggling shape (RFC 9112 6.1).
