@@ -87,14 +87,16 @@ def make_decision(headers: Headers, extra: object, data: Any) -> UpgradeDecision
     """Check ``server.upgrade()``'s ``headers`` argument and record the decision.
 
     A ``Sec-WebSocket-Protocol`` entry selects the subprotocol, which must be
-    one the client offered; the handshake's own headers may not be overridden.
+    one the client offered; given a list (the client's own header echoed
+    back, a common Bun pattern), the first entry is chosen, as in Bun. The
+    handshake's own headers may not be overridden.
     """
     chosen = ""
     kept: list[tuple[str, str]] = []
     for name, value in header_pairs(extra):
         lowered = name.lower()
         if lowered == "sec-websocket-protocol":
-            chosen = value.strip()
+            chosen = value.split(",")[0].strip()
             offered = header_tokens(headers, "sec-websocket-protocol")
             if chosen not in offered:
                 raise ValueError(

@@ -47,6 +47,16 @@ class WebSocketConfig:
     deflate: DeflateConfig | None = None
 
 
+def check_plain_callable(fn: object, what: str) -> None:
+    """``TypeError`` unless ``fn`` is a plain (not ``async def``) callable."""
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable")
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    ):
+        raise TypeError(f"{what} is async def; syncws runs plain functions on worker threads")
+
+
 def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
@@ -82,15 +92,7 @@ def parse_websocket(spec: object) -> WebSocketConfig:
     for name in HANDLER_NAMES:
         fn = values.get(name)
         if fn is not None:
-            if not callable(fn):
-                raise TypeError(f"websocket handler {name!r} must be callable")
-            if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-                getattr(fn, "__call__", None)  # noqa: B004
-            ):
-                raise TypeError(
-                    f"websocket handler {name!r} is async def; syncws runs plain functions "
-                    "on worker threads"
-                )
+            check_plain_callable(fn, f"websocket handler {name!r}")
         handlers[name] = fn
     message = handlers.pop("message")
     if message is None:

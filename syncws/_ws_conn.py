@@ -252,9 +252,14 @@ class WsConnection(SocketConnection):
             self.loop.call_soon_threadsafe(partial(self.finalize, 1006, ""))
 
     def set_user_paused(self, paused: bool) -> None:
-        """ws.pause() / ws.resume(): stop or restart reading and delivering."""
+        """ws.pause() / ws.resume(): stop or restart reading and delivering.
+
+        As in Bun, a pause once the close has begun does nothing; a resume
+        then still lets out what an earlier pause held back.
+        """
         with self.lock:
-            if self.state is ReadyState.CLOSED or self.user_paused == paused:
+            if self.user_paused == paused or self.state is ReadyState.CLOSED or (
+                    paused and self.state is not ReadyState.OPEN):
                 return
             self.user_paused = paused
             restart = not paused and bool(self.inbox) and not self.dispatching

@@ -25,7 +25,7 @@ from ._handshake import build_101, is_websocket_request, make_decision, upgrade_
 from ._http import Request, Response
 from ._http_conn import HttpConnection, plain_response
 from ._loop import READ, EventLoop
-from ._options import WebSocketConfig, parse_websocket
+from ._options import WebSocketConfig, check_plain_callable, parse_websocket
 from ._pubsub import TopicRegistry, check_topic
 from ._tls import TlsHandshake, server_context, wrap_accepted
 from ._workers import WorkerPool
@@ -105,8 +105,8 @@ class Server(Generic[T]):
                  tls: object, workers: int | None, reuse_port: bool,
                  max_connections: int | None, max_request_body_size: int,
                  request_timeout: float, bridge: RedisBridge | None = None) -> None:
-        if fetch is not None and not callable(fetch):
-            raise TypeError("fetch must be callable")
+        if fetch is not None:
+            check_plain_callable(fetch, "fetch")
         self._tls_context = None if tls is None else server_context(tls)
         if workers is None:
             workers = min(32, (os.cpu_count() or 1) + 4)

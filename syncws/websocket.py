@@ -236,8 +236,14 @@ class ServerWebSocket(Generic[T]):
 
     @property
     def ready_state(self) -> ReadyState:
-        """OPEN, CLOSING while our close handshake runs, then CLOSED."""
-        return self._conn.state
+        """OPEN, then CLOSED from the moment a close begins (as in Bun: 2 is never seen).
+
+        Once ``close()`` or ``terminate()`` returns, or the peer's close
+        frame arrived, the socket takes no more sends and has left its
+        topics; the closing handshake finishes in the background.
+        """
+        state = self._conn.state
+        return ReadyState.CLOSED if state is ReadyState.CLOSING else state
 
     @property
     def remote_address(self) -> str:

@@ -17,6 +17,8 @@ import pytest
 from conftest import RawClient, client_frame, wait, wait_for
 from websockets.sync.client import connect
 
+import syncws
+
 
 class Sockets:
     """Collects the server-side ws objects and handler events."""
@@ -690,6 +692,24 @@ def test_tiny_sends_to_a_stalled_peer_cost_their_bytes_not_more() -> None:
         client.close()
         assert sent > 500_000 and buffered > 1024 * 1024
         assert growth < 16, f"server peak RSS grew {growth:.1f} MiB for {sent} tiny sends"
+
+
+def test_ready_state_and_pause_right_after_close_as_in_bun(make_server: Any) -> None:
+    """Bun: readyState is 3 as soon as close()/terminate() returns; pause() then does nothing."""
+    sockets: list[Any] = []
+    server = make_server(websocket={"open": sockets.append, "message": lambda ws, m: None})
+    clients = [RawClient(server.port), RawClient(server.port)]
+    wait_for(lambda: len(sockets) == 2, message="both open")
+    closed, terminated = sockets
+    closed.close(4000, "bye")
+    assert closed.ready_state is syncws.ReadyState.CLOSED
+    closed.pause()
+    assert closed.is_paused is False
+    terminated.terminate()
+    assert terminated.ready_state is syncws.ReadyState.CLOSED
+    assert clients[0].recv_close()[0] == 4000
+    for client in clients:
+        client.close()
 
 
 def test_send_after_close_returns_zero(make_server: Any) -> None:

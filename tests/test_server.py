@@ -239,6 +239,21 @@ def test_raw_handshake_101_headers_and_subprotocol(make_server: Any) -> None:
     client.close()
 
 
+def test_echoing_the_offered_subprotocols_chooses_the_first(make_server: Any) -> None:
+    """The Bun pattern: pass the client's Sec-WebSocket-Protocol back; its first entry wins."""
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        offered = req.headers["sec-websocket-protocol"]
+        server.upgrade(req, headers={"Sec-WebSocket-Protocol": offered})
+
+    server = make_server(fetch, {"message": lambda ws, m: ws.send(ws.protocol)})
+    client = RawClient(server.port, extra="Sec-WebSocket-Protocol: superchat, chat\r\n")
+    assert client.status == 101
+    assert client.header("Sec-WebSocket-Protocol") == "superchat"
+    client.send_frame(0x1, b"which?")
+    assert client.recv_frame() == (0x1, True, 0, b"superchat")
+    client.close()
+
+
 def test_subprotocol_not_offered_is_a_value_error(make_server: Any) -> None:
     errors: list[BaseException] = []
 
@@ -381,12 +396,18 @@ def test_bad_response_and_upgrade_headers_are_refused(make_server: Any, headers:
     client.close()
 
 
-def test_async_handlers_are_refused() -> None:
+def test_async_handlers_and_fetch_are_refused() -> None:
     async def message(ws: Any, msg: Any) -> None:
+        pass
+
+    async def fetch(req: Any, server: Any) -> None:
         pass
 
     with pytest.raises(TypeError, match="async"):
         syncws.serve(websocket={"message": message}, port=0, hostname="127.0.0.1")
+    # Bun's fetch is often async; here it would be a coroutine nobody awaits, then a 500.
+    with pytest.raises(TypeError, match="fetch is async def"):
+        syncws.serve(fetch=fetch, port=0, hostname="127.0.0.1")
 
 
 def test_fetch_exception_gives_500_and_server_keeps_serving(make_server: Any) -> None:
