@@ -126,7 +126,7 @@ class Target:
 
 
 def parse_url(url: object) -> Target:
-    """Split a WebSocket URL; ``ValueError`` (naming ``url``) for anything but ws/wss."""
+    """Split a WebSocket URL; ``ValueError`` (naming ``url``) for anything but ws/wss/http/https."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
@@ -137,8 +137,13 @@ def parse_url(url: object) -> Target:
     except ValueError as exc:
         raise ValueError(f"url {url!r} is not a valid URL: {exc}") from None
     scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        # As in Bun and browsers: http(s) stands for ws(s), so that
+        # connect(server.url) works.
+        scheme = "ws" if scheme == "http" else "wss"
+        url = scheme + url[len(parts.scheme):]
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"url {url!r} must start with ws:// or wss://")
+        raise ValueError(f"url {url!r} must start with ws://, wss://, http:// or https://")
     if "#" in url:
         raise ValueError(f"url {url!r} must not have a #fragment")
     if parts.username is not None or parts.password is not None:

@@ -673,7 +673,9 @@ class WebSocket:
     browser; the "error" says what went wrong). Events of a type nobody
     listens to yet are held and delivered once the first listener for that
     type is added, so adding listeners right after the constructor never
-    misses "open".
+    misses "open". Held messages are bounded (``INBOX_MAX_BYTES``,
+    ``INBOX_MAX_MESSAGES``): past that, as in a browser where no listener
+    hears them, messages are dropped, with one warning in the log.
 
     Every method is thread-safe and may be called from a listener. ``send``
     blocks only while the kernel's send buffer is full; ``close`` never blocks.
@@ -705,6 +707,8 @@ class WebSocket:
         self._listeners: dict[str, list[Listener]] = {t: [] for t in _EVENT_TYPES}
         self._seen: set[str] = set()
         self._held: dict[str, list[Event]] = {t: [] for t in _EVENT_TYPES}
+        self._held_message_bytes = 0
+        self._dropping_logged = False
         self._state = ReadyState.CONNECTING
         self._conn: ClientWebSocket | None = None
         self._close_while_connecting = False
@@ -889,12 +893,29 @@ class WebSocket:
     def _emit(self, event: Event) -> None:
         with self._lock:
             if event.type not in self._seen:
+                if isinstance(event, MessageEvent) and not self._room_to_hold(event):
+                    return
                 self._held[event.type].append(event)
                 return
             batch = [*self._held[event.type], event]
             self._held[event.type] = []
+            if event.type == "message":
+                self._held_message_bytes = 0
             listeners = list(self._listeners[event.type])
         self._call(listeners, batch)
+
+    def _room_to_hold(self, event: MessageEvent) -> bool:
+        """Count ``event`` in the held messages, or say there is no room (lock held)."""
+        held = len(self._held["message"])
+        size = len(event.data)
+        if held >= INBOX_MAX_MESSAGES or self._held_message_bytes + size > INBOX_MAX_BYTES:
+            if not self._dropping_logged:
+                self._dropping_logged = True
+                logger.warning("syncws client: no 'message' listener on %s: messages past "
+                               "the first %d bytes are dropped", self.url, INBOX_MAX_BYTES)
+            return False
+        self._held_message_bytes += size
+        return True
 
     def _deliver_held(self) -> None:
         with self._lock:
@@ -903,6 +924,8 @@ class WebSocket:
             for t in _EVENT_TYPES:
                 if t in self._seen:
                     self._held[t] = []
+            if "message" in self._seen:
+                self._held_message_bytes = 0
         for listeners, batch in ready:
             self._call(listeners, batch)
 

@@ -167,8 +167,21 @@ def test_url_forms(url: str, secure: bool, host: str, port: int, resource: str,
         (secure, host, port, resource, host_header)
 
 
+def test_http_urls_stand_for_ws_as_in_bun(make_server: Any) -> None:
+    assert parse_url("HTTPS://example.com/a?b").url == "wss://example.com/a?b"
+    assert parse_url("http://example.com:8080/").url == "ws://example.com:8080/"
+    server = make_server(websocket=Echo)
+    assert server.url.startswith("http://")
+    with syncws.connect(server.url) as ws:  # as new WebSocket(server.url) in Bun
+        ws.send("via http://")
+        assert ws.recv(timeout=wait(5)) == "via http://"
+    event_style = syncws.WebSocket(server.url)
+    assert event_style.url.startswith("ws://127.0.0.1:")
+    event_style.close()
+
+
 @pytest.mark.parametrize("url", [
-    "http://example.com/", "https://example.com/", "ftp://example.com/", "example.com",
+    "ftp://example.com/", "example.com", "http://", "file:///tmp/x",
     "ws://", "ws:///path", "ws://example.com/#frag", "ws://example.com:99999/",
     "ws://example.com:abc/", "ws://[::1/", "ws://[not-ipv6]/", "ws://user:pw@example.com/",
     "ws://exa mple.com/", "",
@@ -942,6 +955,38 @@ def test_events_are_held_until_a_listener_is_added(make_server: Any) -> None:
     assert got_messages.wait(wait(5))
     assert [data for data, _ in late] == ["m1", "m2"]
     assert all(name.startswith("syncws-client-") for _, name in late)
+
+
+def test_messages_held_without_a_listener_are_bounded(make_server: Any,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """No "message" listener: the first 1 MiB is held for a late listener, the rest dropped."""
+    chunk = b"x" * 65536
+
+    def on_message(ws: Any, msg: Any) -> None:
+        for _ in range(40) if msg == "flood" else ():
+            ws.send(chunk)
+        ws.send("end of " + msg)
+
+    # (The server's own limit must not be what drops them.)
+    server = make_server(websocket={"message": on_message, "backpressure_limit": 8 << 20})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    ws.add_event_listener("open", lambda event: ws.send("flood"))
+    wait_for(lambda: any("messages past" in r.getMessage() for r in caplog.records),
+             message="the warning that messages are dropped")
+    got: list[Any] = []
+    done = threading.Event()
+
+    def on_client_message(event: syncws.MessageEvent) -> None:
+        got.append(event.data)
+        if event.data == "end of more":
+            done.set()
+
+    ws.add_event_listener("message", on_client_message)
+    ws.send("more")
+    assert done.wait(wait(10))
+    ws.close()
+    # 16 x 64 KiB fill the 1 MiB; the other 24 and "end of flood" had no listener to hear them.
+    assert got == [chunk] * 16 + ["end of more"]
 
 
 def test_a_listener_exception_does_not_stop_delivery(make_server: Any,
