@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import sys
 from typing import TYPE_CHECKING
 
 from ._buffer import OutboundBuffer
@@ -23,7 +24,22 @@ TLS_WRITE_SIZE = 256 * 1024
 if TYPE_CHECKING:
     import threading
 
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
 logger = logging.getLogger("syncws")
+
+
+def unsent_bytes(sock: socket.socket) -> int | None:
+    """Bytes the kernel holds for ``sock`` not yet sent (Linux); None elsewhere."""
+    if sys.platform != "linux":
+        return None
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+    except OSError:
+        return None
+    return int.from_bytes(answer, sys.byteorder, signed=True)
 
 
 class SocketConnection:

@@ -61,7 +61,7 @@ def run_events(conn: WsConnection) -> None:
             if kind == CLOSE:
                 _run_close(conn, ws, payload)
                 continue
-            if conn.handler_failed:
+            if conn.closed_by_us:
                 continue
             try:
                 if kind == MESSAGE:
@@ -78,7 +78,7 @@ def run_events(conn: WsConnection) -> None:
                 elif kind == PONG and config.pong is not None:
                     config.pong(ws, payload)
             except BaseException as exc:  # sys.exit() too: the worker must live on
-                conn.handler_failed = True
+                conn.closed_by_us = True
                 _report(conn, ws, exc)
                 conn.request_close(1011, "Internal error")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import sys
 import threading
 import time
 from email.utils import formatdate
@@ -20,11 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-if sys.platform == "linux":
-    import fcntl
-    import termios
-
-from ._connection import SocketConnection
+from ._connection import SocketConnection, unsent_bytes
 from ._http import Headers, Request, Response
 from ._loop import EventLoop
 
@@ -36,17 +31,6 @@ logger = logging.getLogger("syncws")
 # How long a connection that we are closing may take to send us its last
 # bytes (so the kernel does not answer them with a reset that eats our reply).
 LINGER_SECONDS = 2.0
-
-
-def unsent_bytes(sock: socket.socket) -> int | None:
-    """Bytes the kernel holds for ``sock`` not yet sent (Linux); None elsewhere."""
-    if sys.platform != "linux":
-        return None
-    try:
-        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
-    except OSError:
-        return None
-    return int.from_bytes(answer, sys.byteorder, signed=True)
 
 
 def plain_response(status: int, message: str = "",

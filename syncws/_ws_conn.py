@@ -23,7 +23,7 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from . import _frames
-from ._connection import SocketConnection
+from ._connection import SocketConnection, unsent_bytes
 from ._dispatch import (
     CLOSE,
     DRAIN,
@@ -74,9 +74,11 @@ class WsConnection(SocketConnection):
     """The loop-side state of one upgraded socket."""
 
     __slots__ = (
-        "backlog_paused", "backpressured", "close_code", "close_deadline", "close_reason",
-        "config", "deferred_pong", "deflate", "dispatching", "finalize_when_flushed", "finalized",
-        "frag_parts", "frag_size", "handler_failed", "held", "inbox", "inbox_bytes", "last_recv",
+        "acked_mark", "backlog_paused", "backpressured", "bytes_sent", "close_code",
+        "close_deadline", "close_reason",
+        "closed_by_us", "config", "deferred_pong", "deflate", "dispatching",
+        "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "held", "inbox",
+        "inbox_bytes", "last_recv",
         "local_close_sent", "pending_fail", "ping_sent", "proto",
         "protocol", "server", "state", "user_paused", "ws",
     )
@@ -99,6 +101,10 @@ class WsConnection(SocketConnection):
         self.held: bytearray | None = None
         self.last_recv = loop.now
         self.ping_sent = False
+        # For the idle clock: bytes written to the kernel, and how many of
+        # them the peer had acknowledged when our last ping went out.
+        self.bytes_sent = 0
+        self.acked_mark: int | None = None
         self.local_close_sent = False
         self.close_deadline: float | None = None
         self.close_code = 1006
@@ -118,7 +124,9 @@ class WsConnection(SocketConnection):
         self.dispatching = False
         self.backlog_paused = False
         self.user_paused = False
-        self.handler_failed = False
+        # Set by a close we began (ws.close(), terminate(), a failed handler):
+        # events still queued get no handler, only the close handler runs.
+        self.closed_by_us = False
 
     # -- outbound, any thread ------------------------------------------------
 
@@ -238,8 +246,13 @@ class WsConnection(SocketConnection):
         return True
 
     def request_close(self, code: int, reason: str) -> None:
-        """Start the closing handshake (any thread; returns at once)."""
+        """Start the closing handshake (any thread; returns at once).
+
+        Messages already received but not yet handled are dropped, as in Bun,
+        where the close handler runs inside ``close()``: only it runs now.
+        """
         if self.begin_closing():
+            self.closed_by_us = True
             self.loop.call_soon_threadsafe(partial(self.start_close, code, reason))
 
     def request_terminate(self) -> None:
@@ -249,6 +262,7 @@ class WsConnection(SocketConnection):
         its code and reason (and its own deadline), as in Bun.
         """
         if self.begin_closing():
+            self.closed_by_us = True
             self.loop.call_soon_threadsafe(partial(self.finalize, 1006, ""))
 
     def set_user_paused(self, paused: bool) -> None:
@@ -366,7 +380,9 @@ class WsConnection(SocketConnection):
                 if data and self.frag_size + unread_payload(proto) > config.max_payload_length:
                     failure = (1009, "Message too big")
         except ParseFailed as exc:
-            failure = (int(exc.code), str(exc))
+            # The deflate extension reports an inflated size over the limit as
+            # "error in extension": say what it is, as for a plain message.
+            failure = (1009, "Message too big") if exc.code == 1009 else (int(exc.code), str(exc))
         server._count_in(nread, sum(1 for e in events if e[0] == MESSAGE))
         if events:
             self.deliver(events)
@@ -475,16 +491,33 @@ class WsConnection(SocketConnection):
                 self.last_recv = now
             quiet = now - self.last_recv
             if quiet >= idle:
-                self.finalize(1006, "idle timeout")
-                return
+                if not (self.config.send_pings and self.peer_took_data()):
+                    self.finalize(1006, "idle timeout")
+                    return
+                # Our ping may still sit behind data the peer is reading: a
+                # peer that reads is alive. Ping again, give it a full period.
+                self.last_recv = now
+                self.ping_sent = False
             if self.config.send_pings and not self.ping_sent and quiet >= idle / 2:
                 self.ping_sent = True
+                self.acked_mark = self.acked_bytes()
                 self.write(encode_frame(OP_PING, b""))
         self.arm_timer()
+
+    def acked_bytes(self) -> int | None:
+        """How many of the bytes we wrote the peer has taken (Linux; None elsewhere)."""
+        unsent = unsent_bytes(self.sock)
+        return None if unsent is None else self.bytes_sent - unsent
+
+    def peer_took_data(self) -> bool:
+        """Whether the peer took any of our bytes since our last ping."""
+        acked = self.acked_bytes()
+        return acked is not None and self.acked_mark is not None and acked > self.acked_mark
 
     # -- outbound hooks, loop thread -----------------------------------------
 
     def wrote(self, sent: int, remaining: int) -> None:
+        self.bytes_sent += sent
         self.server._counters["bytes_out"] += sent
         if (self.backpressured or self.deferred_pong is not None) and \
                 remaining <= self.config.backpressure_limit:
@@ -538,12 +571,15 @@ class WsConnection(SocketConnection):
             return
         self.local_close_sent = True
         self.close_code, self.close_reason = code, reason
-        # Echo the code (RFC 6455 section 5.5.1); no status in, no status out.
+        # Echo the frame (RFC 6455 section 5.5.1), reason too, as Bun does; no
+        # status in, no status out.
         if code == 1005:
             self.write(encode_frame(OP_CLOSE, b""))
-        else:
+        elif _frames.is_sendable_close_code(code):
             self.write(encode_frame(OP_CLOSE, _frames.close_payload(
-                code if _frames.is_sendable_close_code(code) else 1000, "")))
+                code, _frames.truncate_reason(reason))))
+        else:
+            self.write(encode_frame(OP_CLOSE, _frames.close_payload(1000, "")))
         self.flush_then_finalize()
 
     def fail(self, code: int, reason: str) -> None:

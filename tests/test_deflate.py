@@ -450,7 +450,7 @@ def test_too_big_after_inflating_is_1009(make_server: Any) -> None:
     client.send_frame(0x2, part[:third], fin=False, rsv=4)
     client.send_frame(0x0, part[third:2 * third], fin=False)
     client.send_frame(0x0, part[2 * third:], fin=True)
-    assert closed_with(client) == 1009
+    assert client.recv_close() == (1009, b"Message too big")
     assert got == [limit]
     client.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -172,6 +173,31 @@ def test_idle_timeout_with_pings_keeps_live_peer(make_server: Any) -> None:
         assert not rec.closed.wait(5)  # python-websockets answers the pings
         client.send("still here")
         wait_for(lambda: ("message", "still here") in rec.events, message="delivered")
+
+
+def test_idle_timeout_spares_a_slow_reader_whose_pong_waits_behind_data(
+        make_server: Any) -> None:
+    """API.md: with send_pings a live client is never timed out, even one reading slowly."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=True,
+                                            backpressure_limit=8 << 20))
+    client = RawClient(server.port, rcvbuf=16384)
+    wait_for(lambda: rec.sockets, message="open")
+    total = 48 * 65536
+    for _ in range(48):
+        rec.sockets[0].send(b"d" * 65536)
+    received = 0
+    while received < total:  # about 2.5 s: far past the 1 s idle timeout
+        opcode, _, _, payload = client.recv_frame()
+        assert opcode == 0x2, f"frame {opcode:#x} after {received} bytes"
+        received += len(payload)
+        time.sleep(0.05)  # a slow reader, not a silent one
+    # The ping came behind the data; the answer keeps the connection.
+    opcode, _, _, payload = client.recv_frame()
+    assert opcode == 0x9
+    client.send_frame(0xA, payload)
+    assert not rec.closed.is_set()
+    client.close()
 
 
 def paused_connection(make_server: Any) -> tuple[Sockets, RawClient, Any]:
@@ -710,6 +736,27 @@ def test_ready_state_and_pause_right_after_close_as_in_bun(make_server: Any) -> 
     assert clients[0].recv_close()[0] == 4000
     for client in clients:
         client.close()
+
+
+def test_messages_queued_behind_our_close_get_no_handler(make_server: Any) -> None:
+    """As in Bun, where close() runs the close handler at once: nothing else runs after it."""
+    rec = Sockets()
+
+    def on_message(ws: Any, msg: Any) -> None:
+        rec.events.append(("message", msg))
+        if msg == "kick":
+            ws.close(4000, "kicked")
+
+    server = make_server(websocket=rec.spec(message=on_message))
+    client = RawClient(server.port)
+    # One write: all four are read, and queued, before the handler of "kick" runs.
+    client.send(b"".join(client_frame(1, m) for m in (b"a", b"kick", b"b", b"c")))
+    assert client.recv_close() == (4000, b"kicked")
+    client.send_frame(0x8, struct.pack("!H", 4000))
+    assert rec.closed.wait(wait(5))
+    assert [e for e in rec.events if e[0] in ("message", "close")] == [
+        ("message", "a"), ("message", "kick"), ("close", 4000, "kicked")]
+    client.close()
 
 
 def test_send_after_close_returns_zero(make_server: Any) -> None:

@@ -602,6 +602,18 @@ def test_close_code_for_tcp_drop(make_server: Any) -> None:
     assert rec.events == [("open",), ("message", "x"), ("close", 1006, "")]
 
 
+def test_peer_close_is_echoed_with_its_code_and_reason(make_server: Any) -> None:
+    """As in Bun: the answer to a peer's close frame carries its code and its reason."""
+    rec = Recorder()
+    server = make_server(websocket=rec.spec())
+    client = RawClient(server.port)
+    client.send_frame(0x8, close_body(4001, "see you, é".encode()))
+    assert client.recv_close() == (4001, "see you, é".encode())
+    assert rec.closed.wait(wait(5))
+    assert rec.events[-1] == ("close", 4001, "see you, é")
+    client.close()
+
+
 def test_stop_closes_with_1001_and_waits_for_close_handlers(make_server: Any) -> None:
     rec = Recorder()
     server = make_server(websocket=rec.spec())
