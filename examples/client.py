@@ -34,7 +34,8 @@ def main() -> None:
     try:
         closed.wait()
     except KeyboardInterrupt:
-        socket.close()  # the "close" listeners still run once the server answers
+        # 1000: a bare close() would send no status (the server would see 1005).
+        socket.close(1000)  # the "close" listeners still run once the server answers
 
 
 if __name__ == "__main__":

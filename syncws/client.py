@@ -194,6 +194,7 @@ class ClientWebSocket:
         self._local_close: tuple[int, str] | None = None
         self._close_received = False
         self._failed = False
+        self._terminated = False
         self._remote: tuple[int, str] = (1005, "")
         self._fail_close: tuple[int, str] = (1006, "")
         self._final: tuple[int, str] | None = None
@@ -327,9 +328,13 @@ class ClientWebSocket:
         code, reason = self._final or self._local_close or (1006, "")
         return ConnectionClosed(code, reason)
 
-    def _start_close(self, code: int, reason: str, payload: bytes, *, wait: bool = True) -> bool:
+    def _start_close(self, code: int | None, reason: str, payload: bytes, *,
+                     wait: bool = True) -> bool:
         """Send our close frame unless a close is already under way.
 
+        ``code`` None means a close frame without a status (``payload`` is
+        empty): the connection then ends with whatever the server echoes
+        (1005 for an empty close frame), or 1006 without an answer.
         Never waits for the peer's answer. The write itself may wait behind
         a send to a peer that stopped reading, at most until the watchdog
         drops the connection; with ``wait=False`` it happens on a short-lived
@@ -339,7 +344,7 @@ class ClientWebSocket:
             if self._state is not ReadyState.OPEN:
                 return False
             self._state = ReadyState.CLOSING
-            self._local_close = (code, reason)
+            self._local_close = None if code is None else (code, reason)
         self._inbox.unbound()
         self._arm_watchdog()
         if wait:
@@ -362,6 +367,23 @@ class ClientWebSocket:
                 return
             self._watchdog = timer
         timer.start()
+
+    def _terminate(self) -> bool:
+        """Drop the TCP connection without a closing handshake (Bun's ``terminate()``).
+
+        The connection ends with 1006, not clean and not failed; messages not
+        yet parsed are discarded. False (and nothing done) once a close began.
+        Never blocks.
+        """
+        with self._state_lock:
+            if self._state is not ReadyState.OPEN:
+                return False
+            self._state = ReadyState.CLOSING
+            self._terminated = True
+        self._stop_reading = True
+        self._inbox.unbound()
+        self._abort()
+        return True
 
     def _abort(self) -> None:
         """Shut the socket down; the reader then finishes the connection."""
@@ -458,6 +480,9 @@ class ClientWebSocket:
 
     def _too_big(self, detail: str) -> None:
         self._parts = []
+        if self._terminated:
+            self._stop_reading = True  # dropped by terminate(): no error to report
+            return
         self._inbox.put(_TOO_BIG, f"the server sent a message over max_payload_length "
                                   f"({self._max_payload} bytes){detail}")
         self._fail(1009, "Message too big")
@@ -477,7 +502,8 @@ class ClientWebSocket:
             return True
         payload = _frames.last_fragment(self._parts, payload)
         self._size = 0
-        if not self._close_sent:  # after our close frame, data may be discarded (RFC 6455 1.4)
+        # After our close frame data may be discarded (RFC 6455 1.4); after terminate, too.
+        if not self._close_sent and not self._terminated:
             self._inbox.put(_MESSAGE, payload, total)
         return True
 
@@ -513,6 +539,9 @@ class ClientWebSocket:
         """Fail the connection (RFC 6455 7.1.7): our close frame, then TCP close."""
         logger.debug("syncws client: failing %s: %d %s", self.url, code, reason)
         with self._state_lock:
+            if self._terminated:
+                self._stop_reading = True  # already dropped: nothing to tell the server
+                return
             self._failed = True
             if self._state is ReadyState.OPEN:
                 self._state = ReadyState.CLOSING
@@ -532,7 +561,9 @@ class ClientWebSocket:
             self._write_failed = True
             self._sock.close()
         with self._state_lock:
-            if self._failed:
+            if self._terminated:
+                final = (1006, "")
+            elif self._failed:
                 final = self._fail_close
             elif self._local_close is not None:
                 final = self._local_close
@@ -540,7 +571,8 @@ class ClientWebSocket:
                 final = self._remote
             else:
                 final = (1006, "")
-            self._clean = self._close_received and self._close_sent and not self._failed
+            self._clean = self._close_received and self._close_sent and \
+                not self._failed and not self._terminated
             self._final = final
             self._state = ReadyState.CLOSED
             watchdog = self._watchdog
@@ -677,8 +709,12 @@ class WebSocket:
     ``INBOX_MAX_MESSAGES``): past that, as in a browser where no listener
     hears them, messages are dropped, with one warning in the log.
 
-    Every method is thread-safe and may be called from a listener. ``send``
-    blocks only while the kernel's send buffer is full; ``close`` never blocks.
+    As in Bun, there are also ``ping``/``pong`` (control frames) and
+    ``terminate`` (drop the connection: "close" 1006, not clean, no "error").
+
+    Every method is thread-safe and may be called from a listener. ``send``,
+    ``ping`` and ``pong`` block only while the kernel's send buffer is full;
+    ``close`` and ``terminate`` never block.
     """
 
     CONNECTING: Final = ReadyState.CONNECTING
@@ -722,7 +758,8 @@ class WebSocket:
 
     @property
     def ready_state(self) -> ReadyState:
-        """CONNECTING, OPEN, CLOSING (a close frame went either way), CLOSED (close delivered)."""
+        """CONNECTING, OPEN, CLOSING (a close frame went either way, or ``terminate()``),
+        CLOSED (close delivered)."""
         with self._lock:
             state, conn = self._state, self._conn
         if state is ReadyState.OPEN and conn is not None and \
@@ -811,15 +848,39 @@ class WebSocket:
         with contextlib.suppress(ConnectionClosed):
             conn._write_message(opcode, payload)
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def ping(self, data: str | bytes | bytearray | memoryview = b"") -> None:
+        """Send a ping with ``data`` (str as UTF-8, or bytes-like; at most 125 bytes).
+
+        The server answers with a pong. ``ValueError`` past 125 bytes,
+        ``TypeError`` for other types, ``InvalidStateError`` while CONNECTING;
+        after a close it does nothing (as ``send``). Thread-safe.
+        """
+        self._write_control(OP_PING, _frames.control_payload(data, "ping"))
+
+    def pong(self, data: str | bytes | bytearray | memoryview = b"") -> None:
+        """Send an unsolicited pong with ``data``; the same rules as :meth:`ping`.
+
+        Pings from the server are answered automatically: this is not needed for them.
+        """
+        self._write_control(OP_PONG, _frames.control_payload(data, "pong"))
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
         """Start the closing handshake; "close" follows on the event thread.
 
-        Never blocks. ``ValueError`` for a code other than 1000-1003,
-        1007-1013, 3000-4999 or a reason over 123 UTF-8 bytes. While
-        CONNECTING, the connection is abandoned: "error", then "close" 1006.
-        A second call does nothing.
+        Never blocks. Without ``code`` (as in browsers and Bun) the close
+        frame carries no status, so the server's close handler sees 1005,
+        and "close" reports what the server echoes (1005 for an empty close
+        frame); a ``reason`` without ``code`` sends 1000. ``ValueError`` for
+        a code other than 1000-1003, 1007-1013, 3000-4999 or a reason over
+        123 UTF-8 bytes. While CONNECTING, the connection is abandoned:
+        "error", then "close" 1006. A second call does nothing.
         """
-        payload = _frames.close_payload(code, reason)
+        payload = _frames.close_payload(1000 if code is None else code, reason)
+        if code is None:
+            if reason:
+                code = 1000  # the WHATWG rule: a reason needs a status code
+            else:
+                payload = b""
         with self._lock:
             state, conn = self._state, self._conn
             if state is ReadyState.CONNECTING:
@@ -830,6 +891,36 @@ class WebSocket:
                 return
             self._state = ReadyState.CLOSING
         conn._start_close(code, reason, payload, wait=False)
+
+    def terminate(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake (as in Bun).
+
+        While OPEN, ``ready_state`` becomes CLOSING and the event thread then
+        delivers "close" with 1006, "" and ``was_clean`` False, and no
+        "error"; the server sees 1006. Messages not yet delivered may be lost.
+        While CONNECTING it is ``close()``. Once a close began it does
+        nothing. Never blocks.
+        """
+        with self._lock:
+            state, conn = self._state, self._conn
+            if state is ReadyState.CONNECTING:
+                self._close_while_connecting = True
+                self._state = ReadyState.CLOSING
+                return
+            if state is not ReadyState.OPEN or conn is None or \
+                    conn.ready_state is not ReadyState.OPEN:
+                return
+            self._state = ReadyState.CLOSING
+        conn._terminate()
+
+    def _write_control(self, opcode: int, payload: bytes) -> None:
+        with self._lock:
+            state, conn = self._state, self._conn
+        if state is ReadyState.CONNECTING:
+            raise InvalidStateError("the WebSocket is still connecting: wait for 'open'")
+        if conn is None or state is not ReadyState.OPEN:
+            return
+        conn._write_frame(opcode, payload)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url} {self.ready_state.name}>"

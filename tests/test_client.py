@@ -900,6 +900,167 @@ def test_event_api_send_headers_and_client_close(make_server: Any) -> None:
     ws.send("after close: dropped quietly")
 
 
+def test_event_api_terminate_drops_the_connection_with_1006_and_no_error(
+        make_server: Any) -> None:
+    closes: list[tuple[int, str]] = []
+    server_closed = threading.Event()
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closes.append((code, reason))
+        server_closed.set()
+
+    server = make_server(websocket={"message": lambda ws, m: None, "close": on_close})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    recorder = Recorder(ws)
+    wait_for(lambda: recorder.events == [("open",)], message="open")
+    ws.terminate()
+    # CLOSING at once (CLOSED already if the event thread was quick to deliver "close").
+    assert ws.ready_state in (syncws.ReadyState.CLOSING, syncws.ReadyState.CLOSED)
+    assert recorder.closed.wait(wait(5))
+    assert server_closed.wait(wait(5))
+    # As in Bun: "close" 1006, not clean, and no "error"; the server sees a TCP drop.
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+    assert closes == [(1006, "")]
+    assert ws.ready_state is syncws.ReadyState.CLOSED
+    ws.terminate()  # after the close: nothing happens
+    ws.close()
+    ws.send("dropped quietly")
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+
+
+def test_event_api_terminate_sends_no_close_frame() -> None:
+    on_wire: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        on_wire.append(sock.recv(4096))  # b"" is the TCP close, without a close frame
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    ws.add_event_listener("open", lambda event: ws.terminate())
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    assert on_wire == [b""]
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+
+
+def test_event_api_terminate_while_connecting_is_close(make_server: Any) -> None:
+    terminated = threading.Event()
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        assert terminated.wait(wait(5))
+        server.upgrade(req)
+
+    server = make_server(fetch, Echo)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    recorder = Recorder(ws)
+    try:
+        ws.terminate()
+        assert ws.ready_state is syncws.ReadyState.CLOSING
+    finally:
+        terminated.set()
+    assert recorder.closed.wait(wait(10))
+    assert recorder.events == [("error", "ConnectionAbortedError"), ("close", 1006, "", False)]
+
+
+def test_event_api_ping_and_pong_reach_the_server(make_server: Any) -> None:
+    controls: list[tuple[str, bytes]] = []
+    server_closed = threading.Event()
+    handshake = threading.Event()
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        assert handshake.wait(wait(5))
+        server.upgrade(req)
+
+    server = make_server(fetch, {
+        "message": lambda ws, m: None,
+        "ping": lambda ws, data: controls.append(("ping", bytes(data))),
+        "pong": lambda ws, data: controls.append(("pong", bytes(data))),
+        "close": lambda ws, code, reason: server_closed.set(),
+    })
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    try:
+        with pytest.raises(syncws.InvalidStateError):
+            ws.ping(b"too early")
+        with pytest.raises(syncws.InvalidStateError):
+            ws.pong(b"too early")
+    finally:
+        handshake.set()
+    recorder = Recorder(ws)
+    wait_for(lambda: recorder.events == [("open",)], message="open")
+    ws.ping(b"hi")
+    ws.pong("é")
+    ws.ping()
+    ws.ping(bytearray(b"x" * 125))
+    with pytest.raises(ValueError, match="125"):
+        ws.ping(b"x" * 126)
+    with pytest.raises(TypeError, match="pong"):
+        ws.pong(42)  # type: ignore[arg-type]
+    wait_for(lambda: len(controls) == 4, message="the server's ping and pong handlers")
+    ws.close(1000)
+    ws.ping(b"late")  # after close: nothing (no error), as send()
+    ws.pong(b"late")
+    assert recorder.closed.wait(wait(5))
+    assert server_closed.wait(wait(5))
+    ws.ping(b"later")
+    assert controls == [("ping", b"hi"), ("pong", "é".encode()), ("ping", b""),
+                        ("ping", b"x" * 125)]
+    assert recorder.events == [("open",), ("close", 1000, "", True)]
+
+
+def test_event_api_close_without_code_sends_no_status(make_server: Any) -> None:
+    closes: list[tuple[int, str]] = []
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closes.append((code, reason))
+
+    server = make_server(websocket={"message": lambda ws, m: None, "close": on_close})
+
+    def client_events(reason: str | None = None) -> list[Any]:
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+        recorder = Recorder(ws)
+        ws.add_event_listener(
+            "open", lambda event: ws.close() if reason is None else ws.close(reason=reason))
+        assert recorder.closed.wait(wait(5))
+        return recorder.events
+
+    # As in browsers and Bun: no code, no status (1005); a reason alone comes with 1000.
+    assert client_events() == [("open",), ("close", 1005, "", True)]
+    wait_for(lambda: closes == [(1005, "")], message="the server's close handler")
+    assert client_events(reason="x") == [("open",), ("close", 1000, "x", True)]
+    wait_for(lambda: len(closes) == 2, message="the server's close handler")
+    assert closes == [(1005, ""), (1000, "x")]
+    # Explicit codes and reasons are still checked.
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    recorder = Recorder(ws)
+    with pytest.raises(ValueError, match="1005"):
+        ws.close(1005)
+    with pytest.raises(ValueError, match="123"):
+        ws.close(reason="é" * 62)
+    ws.close()
+    assert recorder.closed.wait(wait(5))
+
+
+def test_event_api_close_without_code_puts_an_empty_close_frame_on_the_wire() -> None:
+    on_wire: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        on_wire.append(read_client_frame(sock))
+        sock.sendall(server_frame(0x8, b""))  # echo: no status either
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    ws.add_event_listener("open", lambda event: ws.close())
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    opcode, masked, _, payload = on_wire[0]
+    assert (opcode, masked, payload) == (0x8, True, b"")
+    assert recorder.events == [("open",), ("close", 1005, "", True)]
+
+
 def test_event_api_refused_connection_gives_error_then_close() -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -963,30 +1124,25 @@ def test_messages_held_without_a_listener_are_bounded(make_server: Any,
     chunk = b"x" * 65536
 
     def on_message(ws: Any, msg: Any) -> None:
-        for _ in range(40) if msg == "flood" else ():
+        for _ in range(40):
             ws.send(chunk)
-        ws.send("end of " + msg)
+        ws.close(1000)
 
     # (The server's own limit must not be what drops them.)
     server = make_server(websocket={"message": on_message, "backpressure_limit": 8 << 20})
     ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    closed = threading.Event()
     ws.add_event_listener("open", lambda event: ws.send("flood"))
-    wait_for(lambda: any("messages past" in r.getMessage() for r in caplog.records),
-             message="the warning that messages are dropped")
+    ws.add_event_listener("close", lambda event: closed.set())
+    assert closed.wait(wait(10))  # events come in order: every message was held or dropped
+    assert any("messages past" in r.getMessage() for r in caplog.records)
     got: list[Any] = []
-    done = threading.Event()
-
-    def on_client_message(event: syncws.MessageEvent) -> None:
-        got.append(event.data)
-        if event.data == "end of more":
-            done.set()
-
-    ws.add_event_listener("message", on_client_message)
-    ws.send("more")
-    assert done.wait(wait(10))
-    ws.close()
-    # 16 x 64 KiB fill the 1 MiB; the other 24 and "end of flood" had no listener to hear them.
-    assert got == [chunk] * 16 + ["end of more"]
+    ws.add_event_listener("message", lambda event: got.append(event.data))
+    wait_for(lambda: len(got) >= 16, message="the held messages")
+    for thread in threading.enumerate():  # the short-lived thread that delivers them
+        if thread.name == ws._thread_name:
+            thread.join(wait(5))
+    assert got == [chunk] * 16  # 16 x 64 KiB fill the 1 MiB; the other 24 were dropped
 
 
 def test_a_listener_exception_does_not_stop_delivery(make_server: Any,
