@@ -129,10 +129,11 @@ class Verdict:
 
     messages: list[str | bytes] = field(default_factory=list)
     pongs: list[bytes] = field(default_factory=list)
-    # "fail": close with ``code``; "close": the peer closed, echo ``code``
-    # (None: an empty close); "open": nothing decided yet.
+    # "fail": close with ``code``; "close": the peer closed, echo ``code`` and
+    # ``reason`` (None: an empty close); "open": nothing decided yet.
     outcome: str = "open"
     code: int | None = None
+    reason: bytes = b""
     partial: bool = False  # bytes of an incomplete frame follow the complete ones
 
 
@@ -212,6 +213,7 @@ def model(data: bytes) -> Verdict:
                 except UnicodeDecodeError:
                     return fail(1007)
                 v.outcome, v.code, v.partial = "close", code, False
+                v.reason = f.payload[2:]
                 return v
             continue
         if f.opcode == OP_CONT:
@@ -330,7 +332,8 @@ def run_ws(fs: FuzzServer, data: bytes, cuts: list[int]) -> None:
         assert closes and closes[0][:2] == struct.pack("!H", verdict.code)
         assert code == verdict.code
     elif verdict.outcome == "close":
-        expected = b"" if verdict.code is None else struct.pack("!H", verdict.code)
+        expected = b"" if verdict.code is None else struct.pack("!H", verdict.code) + \
+            verdict.reason
         assert closes == [expected]
         assert code == (1005 if verdict.code is None else verdict.code)
     elif verdict.partial:
