@@ -881,16 +881,9 @@ class WebSocket:
                 code = 1000  # the WHATWG rule: a reason needs a status code
             else:
                 payload = b""
-        with self._lock:
-            state, conn = self._state, self._conn
-            if state is ReadyState.CONNECTING:
-                self._close_while_connecting = True
-                self._state = ReadyState.CLOSING
-                return
-            if state is not ReadyState.OPEN or conn is None:
-                return
-            self._state = ReadyState.CLOSING
-        conn._start_close(code, reason, payload, wait=False)
+        conn = self._begin_closing()
+        if conn is not None:
+            conn._start_close(code, reason, payload, wait=False)
 
     def terminate(self) -> None:
         """Drop the TCP connection at once, without a closing handshake (as in Bun).
@@ -901,17 +894,27 @@ class WebSocket:
         While CONNECTING it is ``close()``. Once a close began it does
         nothing. Never blocks.
         """
+        conn = self._begin_closing()
+        if conn is not None:
+            conn._terminate()
+
+    def _begin_closing(self) -> ClientWebSocket | None:
+        """OPEN -> CLOSING for close() and terminate(): the connection to act on, or None.
+
+        While CONNECTING the connection is abandoned instead (the event thread
+        then gives "error" and "close" 1006); once a close began, None.
+        """
         with self._lock:
             state, conn = self._state, self._conn
             if state is ReadyState.CONNECTING:
                 self._close_while_connecting = True
                 self._state = ReadyState.CLOSING
-                return
+                return None
             if state is not ReadyState.OPEN or conn is None or \
                     conn.ready_state is not ReadyState.OPEN:
-                return
+                return None
             self._state = ReadyState.CLOSING
-        conn._terminate()
+        return conn
 
     def _write_control(self, opcode: int, payload: bytes) -> None:
         with self._lock:
