@@ -61,8 +61,8 @@ def run_events(conn: WsConnection) -> None:
             if kind == CLOSE:
                 _run_close(conn, ws, payload)
                 continue
-            if conn.closed_by_us:
-                continue
+            if conn.closed_by_us and kind != OPEN:
+                continue  # (open always runs: close follows it, exactly once)
             try:
                 if kind == MESSAGE:
                     config.message(ws, payload)

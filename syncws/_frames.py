@@ -208,6 +208,9 @@ def unread_payload(proto: Any) -> int:
         return 0
     if proto.extensions and (header.rsv.rsv1 or header.opcode == OP_CONTINUATION):
         return 0
+    if decoder.payload_consumed == 0 and \
+            (header.opcode == OP_CONTINUATION) != (proto._message_decoder.opcode is not None):
+        return 0  # a continuation out of place, or a new message inside one: wsproto's 1002
     return int(header.payload_len - decoder.payload_consumed)
 
 

@@ -114,7 +114,7 @@ class HttpConnection(SocketConnection):
 
     def request_line_too_long(self, head: bytes) -> bool:
         """Whether the request line alone passes the head limit: 414, not 431 (RFC 9110 15.5.15)."""
-        line_end = head.find(b"\r\n")
+        line_end = head.find(b"\n")  # (h11 also takes a bare LF as a line end)
         return (len(head) if line_end == -1 else line_end) > self.server._max_header_bytes
 
     def start_request(self, event: h11.Request) -> None:

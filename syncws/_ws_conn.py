@@ -500,19 +500,20 @@ class WsConnection(SocketConnection):
                 self.ping_sent = False
             if self.config.send_pings and not self.ping_sent and quiet >= idle / 2:
                 self.ping_sent = True
-                self.acked_mark = self.acked_bytes()
+                # Only data queued ahead of the ping can excuse a late pong: the
+                # peer's kernel acknowledges the ping itself whether or not anyone reads.
+                unsent = unsent_bytes(self.sock)
+                self.acked_mark = None if unsent is None or not (unsent or self.out) else \
+                    self.bytes_sent - unsent
                 self.write(encode_frame(OP_PING, b""))
         self.arm_timer()
 
-    def acked_bytes(self) -> int | None:
-        """How many of the bytes we wrote the peer has taken (Linux; None elsewhere)."""
-        unsent = unsent_bytes(self.sock)
-        return None if unsent is None else self.bytes_sent - unsent
-
     def peer_took_data(self) -> bool:
-        """Whether the peer took any of our bytes since our last ping."""
-        acked = self.acked_bytes()
-        return acked is not None and self.acked_mark is not None and acked > self.acked_mark
+        """Whether the peer took any of the data queued ahead of our last ping (Linux)."""
+        if self.acked_mark is None:
+            return False
+        unsent = unsent_bytes(self.sock)
+        return unsent is not None and self.bytes_sent - unsent > self.acked_mark
 
     # -- outbound hooks, loop thread -----------------------------------------
 

@@ -528,8 +528,10 @@ class ClientWebSocket:
         self._inbox.unbound()
         if code == 1005:
             echo = b""
+        elif _frames.is_sendable_close_code(code):
+            echo = _frames.close_payload(code, _frames.truncate_reason(reason))  # as the server
         else:
-            echo = _frames.close_payload(code if _frames.is_sendable_close_code(code) else 1000, "")
+            echo = _frames.close_payload(1000, "")
         # RFC 6455 7.1.1: the server closes TCP first; wait for that, within reason
         # (a deadline, not a read timeout: a trickle of bytes must not reset it).
         self._arm_watchdog()
@@ -1001,8 +1003,10 @@ class WebSocket:
     def _room_to_hold(self, event: MessageEvent) -> bool:
         """Count ``event`` in the held messages, or say there is no room (lock held)."""
         held = len(self._held["message"])
-        size = len(event.data)
-        if held >= INBOX_MAX_MESSAGES or self._held_message_bytes + size > INBOX_MAX_BYTES:
+        data = event.data
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        if held and (held >= INBOX_MAX_MESSAGES or
+                     self._held_message_bytes + size > INBOX_MAX_BYTES):
             if not self._dropping_logged:
                 self._dropping_logged = True
                 logger.warning("syncws client: no 'message' listener on %s: messages past "

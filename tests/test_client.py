@@ -711,6 +711,22 @@ def test_tcp_drop_gives_1006() -> None:
     raw.join()
 
 
+def test_server_close_is_echoed_with_its_reason() -> None:
+    seen: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        sock.sendall(server_frame(0x8, struct.pack("!H", 4000) + b"bye"))
+        seen.append(read_client_frame(sock))
+
+    raw = RawServer(script)
+    ws = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    with pytest.raises(syncws.ConnectionClosed):
+        ws.recv(timeout=wait(5))
+    raw.join()
+    assert seen[0][0] == 0x8 and seen[0][3] == struct.pack("!H", 4000) + b"bye"
+
+
 def test_protocol_error_closes_with_1002() -> None:
     seen: list[Any] = []
 
@@ -1143,6 +1159,26 @@ def test_messages_held_without_a_listener_are_bounded(make_server: Any,
         if thread.name == ws._thread_name:
             thread.join(wait(5))
     assert got == [chunk] * 16  # 16 x 64 KiB fill the 1 MiB; the other 24 were dropped
+
+
+def test_one_big_message_is_held_for_a_late_listener(make_server: Any) -> None:
+    """The bound never drops the first held message: 2 MiB of text arrives whole."""
+    text = "é" * (1 << 20) + "!"  # over 2 MiB in UTF-8, over 1 Mi characters
+
+    def on_open(ws: Any) -> None:
+        ws.send(text)
+        ws.close(1000)
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None,
+                                    "backpressure_limit": 8 << 20})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    closed = threading.Event()
+    ws.add_event_listener("close", lambda event: closed.set())
+    assert closed.wait(wait(10))
+    got: list[Any] = []
+    ws.add_event_listener("message", lambda event: got.append(event.data))
+    wait_for(lambda: got, message="the held message")
+    assert got == [text]
 
 
 def test_a_listener_exception_does_not_stop_delivery(make_server: Any,

@@ -151,6 +151,18 @@ def test_frame_announcing_too_much_fails_at_its_header(make_server: Any) -> None
         assert rec.events[-1][:2] == ("close", 1009)
         client.close()
     assert not any(e[0] == "message" for e in rec.events)
+    # A frame out of place is a protocol error (1002) whatever length it announces.
+    for frames in ([client_frame(0, b"c" * 2000)],  # a continuation with no message begun
+                   [client_frame(1, b"t" * 600, fin=False), client_frame(1, b"n" * 500)]):
+        client = RawClient(server.port)
+        *whole, announcing = frames
+        for frame in whole:
+            client.send(frame)
+        client.send(announcing[:8])  # the header alone first...
+        time.sleep(0.1)  # (only so that the server sees it alone; the verdict is the same)
+        client.send(announcing[8:9])  # ...then a byte of payload, enough for wsproto to judge
+        assert client.recv_close()[0] == 1002
+        client.close()
 
 
 def test_idle_timeout_without_pings_closes_silent_peer(make_server: Any) -> None:
@@ -197,6 +209,17 @@ def test_idle_timeout_spares_a_slow_reader_whose_pong_waits_behind_data(
     assert opcode == 0x9
     client.send_frame(0xA, payload)
     assert not rec.closed.is_set()
+    client.close()
+
+
+def test_idle_timeout_with_pings_still_closes_a_silent_peer(make_server: Any) -> None:
+    """A peer that never answers our pings is closed: its kernel acknowledging the ping
+    itself is no sign of life."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=True))
+    client = RawClient(server.port)  # reads nothing, answers nothing
+    assert rec.closed.wait(wait(5))
+    assert rec.events[-1] == ("close", 1006, "idle timeout")
     client.close()
 
 
@@ -757,6 +780,50 @@ def test_messages_queued_behind_our_close_get_no_handler(make_server: Any) -> No
     assert [e for e in rec.events if e[0] in ("message", "close")] == [
         ("message", "a"), ("message", "kick"), ("close", 4000, "kicked")]
     client.close()
+
+
+def test_open_runs_even_when_our_close_began_before_it(make_server: Any) -> None:
+    """open, then close exactly once (API.md), also when stop() closes a socket whose open
+    is still queued behind a busy handler (one worker)."""
+    events: list[tuple[Any, ...]] = []
+    release, b_fetch_go = threading.Event(), threading.Event()
+
+    def fetch(req: Any, server: Any) -> None:
+        if req.path == "/B":
+            assert b_fetch_go.wait(wait(5))
+        server.upgrade(req, data=req.path)
+
+    def on_message(ws: Any, msg: Any) -> None:
+        events.append(("message", ws.data))
+        assert release.wait(wait(5))
+
+    server = make_server(fetch, {"open": lambda ws: events.append(("open", ws.data)),
+                                 "message": on_message,
+                                 "close": lambda ws, c, r: events.append(("close", ws.data, c))},
+                         workers=1)
+    a = RawClient(server.port, path="/A")
+    wait_for(lambda: ("open", "/A") in events, message="A open")
+    clients: dict[str, RawClient] = {}
+    opener = threading.Thread(
+        target=lambda: clients.setdefault("b", RawClient(server.port, path="/B")))
+    opener.start()
+    wait_for(lambda: server.pending_requests == 1, message="B's fetch on the only worker")
+    a.send_frame(1, b"hi")  # queued: A's handler waits for the worker, B's open behind it
+    wait_for(lambda: server.stats()["messages_in"] == 1, message="A's message read")
+    b_fetch_go.set()
+    opener.join(wait(5))
+    b = clients["b"]
+    wait_for(lambda: ("message", "/A") in events, message="A's handler holds the worker")
+    stopper = threading.Thread(target=server.stop, args=(True,), kwargs={"timeout": wait(10)})
+    stopper.start()
+    for client in (a, b):  # our close reaches both before B's open has run
+        assert client.recv_close()[0] == 1001
+        client.send_frame(0x8, struct.pack("!H", 1001))
+    release.set()
+    stopper.join(wait(10))
+    assert [e for e in events if e[1] == "/B"] == [("open", "/B"), ("close", "/B", 1001)]
+    a.close()
+    b.close()
 
 
 def test_send_after_close_returns_zero(make_server: Any) -> None:

@@ -456,6 +456,9 @@ def test_bad_requests_get_400_431_414_413(make_server: Any) -> None:
     assert http_get(server.port, big).startswith(b"HTTP/1.1 431 ")
     long_url = b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: h\r\n\r\n"
     assert http_get(server.port, long_url).startswith(b"HTTP/1.1 414 ")
+    # Bare LF line ends (h11 takes them), and a head that never ends.
+    bare_lf = b"GET / HTTP/1.1\nHost: h\nX-Big: " + b"a" * 65536
+    assert http_get(server.port, bare_lf).startswith(b"HTTP/1.1 431 ")
     assert http_get(server.port, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n"
                     ).startswith(b"HTTP/1.1 413 ")
     chunked = (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
