@@ -11,7 +11,9 @@ let a ``syncws.RedisBridge`` carry every publish to the other processes::
 
 Then connect to ws://127.0.0.1:3000/?name=ada from several clients: each
 lands on one of the processes (the join message says which), and every
-message still reaches everyone. Ctrl-C or SIGTERM stops all the processes.
+message still reaches everyone (once a process has had its first chatter for
+about 50 ms: that is how soon its bridge subscribes on Redis, and delivery is
+at most once). Ctrl-C or SIGTERM stops all the processes.
 """
 
 from __future__ import annotations
