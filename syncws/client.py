@@ -841,14 +841,10 @@ class WebSocket:
         buffer is full.
         """
         opcode, payload = _frames.message_payload(data, "data")
-        with self._lock:
-            state, conn = self._state, self._conn
-        if state is ReadyState.CONNECTING:
-            raise InvalidStateError("the WebSocket is still connecting: wait for 'open'")
-        if conn is None or state is not ReadyState.OPEN:
-            return
-        with contextlib.suppress(ConnectionClosed):
-            conn._write_message(opcode, payload)
+        conn = self._conn_to_write()
+        if conn is not None:
+            with contextlib.suppress(ConnectionClosed):
+                conn._write_message(opcode, payload)
 
     def ping(self, data: str | bytes | bytearray | memoryview = b"") -> None:
         """Send a ping with ``data`` (str as UTF-8, or bytes-like; at most 125 bytes).
@@ -919,13 +915,17 @@ class WebSocket:
         return conn
 
     def _write_control(self, opcode: int, payload: bytes) -> None:
+        conn = self._conn_to_write()
+        if conn is not None:
+            conn._write_frame(opcode, payload)
+
+    def _conn_to_write(self) -> ClientWebSocket | None:
+        """The connection to write to; None once a close began, InvalidStateError before open."""
         with self._lock:
             state, conn = self._state, self._conn
         if state is ReadyState.CONNECTING:
             raise InvalidStateError("the WebSocket is still connecting: wait for 'open'")
-        if conn is None or state is not ReadyState.OPEN:
-            return
-        conn._write_frame(opcode, payload)
+        return conn if state is ReadyState.OPEN else None
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url} {self.ready_state.name}>"

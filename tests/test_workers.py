@@ -49,14 +49,20 @@ def test_a_stalled_runner_gets_a_backup_only_after_the_stall_time() -> None:
         pool.schedule(block, None)
         pool.schedule(mark, None)
         pool.start_runners(time.monotonic())
-        wait_for(lambda: pool.busy == 1, message="the first item blocks its runner")
+        # The runner has taken the blocking item once only the second one waits; it notes
+        # when under the lock it took it with (reading it without the lock could see the
+        # note from before, and then the stall would seem to start later than it does).
+        wait_for(lambda: pool.busy == 1 and len(pool._ready) == 1,
+                 message="the first item blocks its runner")
+        with pool._ready_lock:
+            moved = pool._last_progress  # when the runner took the blocking item
         # Within the stall time no second runner starts, however often the loop looks
         # (the clock is the loop's: the times are given, not read).
-        moved = pool._last_progress  # when the runner took the blocking item
         assert pool.start_runners(moved + STALL_SECONDS / 2)
         assert not second.wait(0.05)
-        # Past it, the loop's next look starts one, and the second item runs.
-        assert pool.start_runners(moved + STALL_SECONDS)
+        # Past it, the loop's next look starts one, and the second item runs. (Not exactly
+        # at it: (moved + STALL_SECONDS) - moved can round to just under STALL_SECONDS.)
+        assert pool.start_runners(moved + STALL_SECONDS * 1.5)
         assert second.wait(wait(5))
     finally:
         release.set()
