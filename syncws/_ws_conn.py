@@ -75,12 +75,10 @@ class WsConnection(SocketConnection):
 
     __slots__ = (
         "acked_mark", "backlog_paused", "backpressured", "bytes_sent", "close_code",
-        "close_deadline", "close_reason",
-        "closed_by_us", "config", "deferred_pong", "deflate", "dispatching",
-        "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "held", "inbox",
-        "inbox_bytes", "last_recv",
-        "local_close_sent", "pending_fail", "ping_sent", "proto",
-        "protocol", "server", "state", "user_paused", "ws",
+        "close_deadline", "close_reason", "closed_by_us", "config", "deferred_pong", "deflate",
+        "dispatching", "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "held",
+        "inbox", "inbox_bytes", "last_recv", "local_close_sent", "pending_fail", "ping_sent",
+        "proto", "protocol", "server", "state", "user_paused", "ws",
     )
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
