@@ -141,6 +141,19 @@ def truncate_reason(reason: str) -> str:
     return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
+def close_echo(code: int, reason: str) -> bytes:
+    """The body of our answer to a peer's close frame (RFC 6455 section 5.5.1).
+
+    The same code and reason, as Bun answers; no status in, no status out;
+    a code we may not send ourselves is answered with 1000.
+    """
+    if code == 1005:
+        return b""
+    if is_sendable_close_code(code):
+        return close_payload(code, truncate_reason(reason))
+    return close_payload(1000, "")
+
+
 def control_payload(data: object, what: str) -> bytes:
     """The payload of a ping or pong: str (as UTF-8) or bytes-like, at most 125 bytes."""
     if isinstance(data, str):

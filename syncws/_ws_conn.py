@@ -570,15 +570,7 @@ class WsConnection(SocketConnection):
             return
         self.local_close_sent = True
         self.close_code, self.close_reason = code, reason
-        # Echo the frame (RFC 6455 section 5.5.1), reason too, as Bun does; no
-        # status in, no status out.
-        if code == 1005:
-            self.write(encode_frame(OP_CLOSE, b""))
-        elif _frames.is_sendable_close_code(code):
-            self.write(encode_frame(OP_CLOSE, _frames.close_payload(
-                code, _frames.truncate_reason(reason))))
-        else:
-            self.write(encode_frame(OP_CLOSE, _frames.close_payload(1000, "")))
+        self.write(encode_frame(OP_CLOSE, _frames.close_echo(code, reason)))
         self.flush_then_finalize()
 
     def fail(self, code: int, reason: str) -> None:

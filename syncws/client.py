@@ -526,12 +526,7 @@ class ClientWebSocket:
             if self._state is ReadyState.OPEN:
                 self._state = ReadyState.CLOSING
         self._inbox.unbound()
-        if code == 1005:
-            echo = b""
-        elif _frames.is_sendable_close_code(code):
-            echo = _frames.close_payload(code, _frames.truncate_reason(reason))  # as the server
-        else:
-            echo = _frames.close_payload(1000, "")
+        echo = _frames.close_echo(code, reason)
         # RFC 6455 7.1.1: the server closes TCP first; wait for that, within reason
         # (a deadline, not a read timeout: a trickle of bytes must not reset it).
         self._arm_watchdog()
@@ -873,12 +868,9 @@ class WebSocket:
         123 UTF-8 bytes. While CONNECTING, the connection is abandoned:
         "error", then "close" 1006. A second call does nothing.
         """
-        payload = _frames.close_payload(1000 if code is None else code, reason)
-        if code is None:
-            if reason:
-                code = 1000  # the WHATWG rule: a reason needs a status code
-            else:
-                payload = b""
+        if code is None and reason:
+            code = 1000  # the WHATWG rule: a reason needs a status code
+        payload = b"" if code is None else _frames.close_payload(code, reason)
         conn = self._begin_closing()
         if conn is not None:
             conn._start_close(code, reason, payload, wait=False)
