@@ -21,6 +21,10 @@ from ._tls import WOULD_BLOCK
 # How much one TLS write may join together (TLS sockets cannot sendmsg).
 TLS_WRITE_SIZE = 256 * 1024
 
+# How long a connection that we are closing may take to send us its last
+# bytes (so the kernel does not answer them with a reset that eats our reply).
+LINGER_SECONDS = 2.0
+
 if TYPE_CHECKING:
     import threading
 
@@ -154,6 +158,20 @@ class SocketConnection:
             # Decrypted bytes wait inside OpenSSL, where select() cannot see them.
             self.loop.call_soon_threadsafe(self.on_readable)
         return self.loop.read_view[:n]
+
+    def half_close(self) -> bool:
+        """Send FIN after what was written, and read on (to discard) until the peer's.
+
+        Closing a socket with unread bytes makes the kernel send a reset, and
+        a reset can destroy our last words (a 4xx response, a close frame)
+        before the peer reads them. False if the socket is already gone.
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        self.want_read(True)
+        return True
 
     def on_writable(self) -> None:
         if self.write_blocked:

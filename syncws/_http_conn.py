@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from ._connection import SocketConnection, unsent_bytes
+from ._connection import LINGER_SECONDS, SocketConnection, unsent_bytes
 from ._http import Headers, Request, Response
 from ._loop import EventLoop
 
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
     from .server import Server
 
 logger = logging.getLogger("syncws")
-
-# How long a connection that we are closing may take to send us its last
-# bytes (so the kernel does not answer them with a reset that eats our reply).
-LINGER_SECONDS = 2.0
 
 
 def plain_response(status: int, message: str = "",
@@ -281,12 +277,9 @@ class HttpConnection(SocketConnection):
             # Half-close, then read and discard what the client still sends,
             # so our answer is not destroyed by a reset.
             self.lingering = True
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-            except OSError:
+            if not self.half_close():
                 self.close_socket()
                 return
-            self.want_read(True)
             self.loop.timers.arm(self, self.loop.now + LINGER_SECONDS)
 
     def on_timer(self, now: float) -> None:

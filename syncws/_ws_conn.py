@@ -23,7 +23,7 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from . import _frames
-from ._connection import SocketConnection, unsent_bytes
+from ._connection import LINGER_SECONDS, SocketConnection, unsent_bytes
 from ._dispatch import (
     CLOSE,
     DRAIN,
@@ -77,8 +77,8 @@ class WsConnection(SocketConnection):
         "acked_mark", "backlog_paused", "backpressured", "bytes_sent", "close_code",
         "close_deadline", "close_reason", "closed_by_us", "config", "deferred_pong", "deflate",
         "dispatching", "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "held",
-        "inbox", "inbox_bytes", "last_recv", "local_close_sent", "pending_fail", "ping_sent",
-        "proto", "protocol", "server", "state", "user_paused", "ws",
+        "inbox", "inbox_bytes", "last_recv", "linger", "local_close_sent", "pending_fail",
+        "ping_sent", "proto", "protocol", "server", "state", "user_paused", "ws",
     )
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
@@ -109,6 +109,9 @@ class WsConnection(SocketConnection):
         self.close_reason = ""
         self.finalized = False
         self.finalize_when_flushed = False
+        # We failed the connection while the peer may still be sending: once our
+        # close frame is out, half-close and discard its bytes until its FIN.
+        self.linger = False
         # A protocol error waiting for the handlers of earlier messages (fail()).
         self.pending_fail: tuple[int, str] | None = None
         # Guarded by self.lock.
@@ -299,6 +302,8 @@ class WsConnection(SocketConnection):
         if not data:
             self.connection_lost(None)
             return
+        if self.linger:
+            return  # the connection has failed: what the peer still sends is discarded
         self.last_recv = self.loop.now
         self.ping_sent = False
         self.feed(data)
@@ -531,7 +536,16 @@ class WsConnection(SocketConnection):
         if self.backpressured:
             self.check_drain()
         if self.finalize_when_flushed:
-            self.finalize(self.close_code, self.close_reason)
+            if not self.linger:
+                self.finalize(self.close_code, self.close_reason)
+            elif not self.interest & READ:  # (not half-closed yet)
+                # The close frame is out: the peer reads it, then our FIN, and
+                # answers with its own, which ends the connection (on_readable).
+                if not self.half_close():
+                    self.finalize(self.close_code, self.close_reason)
+                    return
+                self.close_deadline = self.loop.now + LINGER_SECONDS
+                self.arm_timer()
 
     def check_drain(self) -> None:
         with self.lock:
@@ -602,6 +616,9 @@ class WsConnection(SocketConnection):
             self.local_close_sent = True
             self.close_code, self.close_reason = code, reason
             self._write_close(code, reason)
+        # A peer in the middle of a big message would get a reset, not our close
+        # frame, if we closed with its bytes unread (RFC 6455 7.1.1).
+        self.linger = True
         self.flush_then_finalize()
 
     def flush_then_finalize(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import RawClient, client_frame, wait, wait_for
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import syncws
@@ -163,6 +164,35 @@ def test_frame_announcing_too_much_fails_at_its_header(make_server: Any) -> None
         client.send(announcing[8:9])  # ...then a byte of payload, enough for wsproto to judge
         assert client.recv_close()[0] == 1002
         client.close()
+
+
+def test_a_peer_still_sending_reads_our_close_frame_not_a_reset(make_server: Any) -> None:
+    """We fail at the header of a 16 MiB frame, then take (and discard) the rest until
+    the peer's FIN: closing with its bytes unread would reset the connection, which
+    breaks the peer's send and can destroy our close frame before it is read."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(max_payload_length=1024))
+    client = RawClient(server.port, timeout=10)
+    client.send(client_frame(2, bytes(16 * 1024 * 1024)))  # a reset would raise here
+    assert client.recv_close() == (1009, b"Message too big")
+    assert client.sock.recv(1) == b""  # our FIN, not a reset
+    client.sock.shutdown(socket.SHUT_WR)
+    assert rec.closed.wait(wait(5))
+    assert rec.events == [("close", 1009, "Message too big")]
+    client.close()
+
+
+def test_python_websockets_sending_too_much_sees_1009(make_server: Any) -> None:
+    """A real client in the middle of a big send gets the close code, not 1006."""
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m),
+                                    "max_payload_length": 1024})
+    for _ in range(5):
+        with connect(f"ws://127.0.0.1:{server.port}/", max_size=None) as client:
+            with pytest.raises(ConnectionClosed) as closed:
+                client.send(bytes(8 * 1024 * 1024))
+                client.recv(timeout=wait(10))
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1009, "Message too big")
 
 
 def test_idle_timeout_without_pings_closes_silent_peer(make_server: Any) -> None:
