@@ -209,12 +209,11 @@ class HttpConnection(SocketConnection):
         self.write(data)
         self.in_fetch = False
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            # The next request is read once this response is out (on_flushed):
+            # a client that pipelines requests without reading the answers must
+            # not make us queue answers without end.
             conn.start_next_cycle()
             self.request = None
-            self.deadline = self.loop.now + self.server._request_timeout
-            self.loop.timers.arm(self, self.deadline)
-            self.want_read(True)
-            self.process()
         else:
             self.close_after_flush()
 
@@ -268,19 +267,23 @@ class HttpConnection(SocketConnection):
 
     def on_flushed(self) -> None:
         self.stall_deadline = None
-        if not self.closing and not self.in_fetch:
+        if self.closing:
+            if not self.lingering:
+                # Half-close, then read and discard what the client still sends,
+                # so our answer is not destroyed by a reset.
+                self.lingering = True
+                if not self.half_close():
+                    self.close_socket()
+                    return
+                self.loop.timers.arm(self, self.loop.now + LINGER_SECONDS)
+        elif not self.in_fetch:
             # The response is out: the wait for the next request starts now
-            # (however long a slow client took to read it).
+            # (however long a slow client took to read it), and a pipelined
+            # request may already wait in h11.
             self.deadline = self.loop.now + self.server._request_timeout
             self.loop.timers.arm(self, self.deadline)
-        if self.closing and not self.lingering:
-            # Half-close, then read and discard what the client still sends,
-            # so our answer is not destroyed by a reset.
-            self.lingering = True
-            if not self.half_close():
-                self.close_socket()
-                return
-            self.loop.timers.arm(self, self.loop.now + LINGER_SECONDS)
+            self.want_read(True)
+            self.process()
 
     def on_timer(self, now: float) -> None:
         if self.closed:

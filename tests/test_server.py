@@ -163,6 +163,38 @@ def test_no_content_length_on_204_and_304_and_keep_alive_goes_on(make_server: An
     assert responses[3].endswith(b"\r\n\r\nhello world")
 
 
+def test_pipelined_requests_wait_for_the_client_to_read_the_answers(make_server: Any) -> None:
+    """A client that pipelines requests and reads nothing cannot make us queue the
+    answers without end: the next request is read once the last answer is out."""
+    calls: list[str] = []
+    body = bytes(1024 * 1024)
+
+    def fetch(req: syncws.Request, server: Any) -> syncws.Response:
+        calls.append(req.path)
+        return syncws.Response(body)
+
+    server = make_server(fetch)
+    count = 60
+    raw = b"".join(f"GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(count))
+    with socket.socket() as sock:
+        sock.settimeout(wait(10))
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(raw + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        wait_for(lambda: len(calls) >= 2, message="the first requests")
+        # Kernel buffers hold a few MiB: a few answers at most, never all 60.
+        # (Without the bound, all of them ran within milliseconds.)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            assert len(calls) < 30
+            time.sleep(0.01)
+        reply = b""
+        while chunk := sock.recv(1 << 20):
+            reply += chunk
+    assert calls == [f"/{i}" for i in range(count)] + ["/last"]
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == count + 1
+    assert len(reply) > (count + 1) * len(body)
+
+
 def test_echo_example_with_python_websockets(make_server: Any) -> None:
     server = make_server(echo_fetch, {"message": lambda ws, m: ws.send(f"Echo: {m}")})
     with connect(f"ws://127.0.0.1:{server.port}/") as client:
