@@ -31,13 +31,16 @@ def is_websocket_request(method: str, headers: Headers) -> bool:
                                    for t in header_tokens(headers, "upgrade"))
 
 
-def upgrade_problem(method: str, headers: Headers) -> tuple[int, str] | None:
+def upgrade_problem(method: str, headers: Headers,
+                    http_version: str = "1.1") -> tuple[int, str] | None:
     """Why this request is not a valid WebSocket upgrade: (status, message), or None.
 
     426 carries ``Sec-WebSocket-Version: 13`` so the client can retry.
     """
     if not is_websocket_request(method, headers):
         return 426, "Upgrade Required"
+    if http_version == "1.0":  # RFC 6455 4.1: HTTP/1.1 or higher
+        return 400, "WebSocket needs HTTP/1.1"
     if not any(t.lower() == "upgrade" for t in header_tokens(headers, "connection")):
         return 400, "Missing Connection: Upgrade"
     if headers.get("sec-websocket-version", "").strip() != "13":

@@ -110,11 +110,12 @@ class Request:
     A Request is immutable; reading it is safe from any thread.
     """
 
-    __slots__ = ("_peer", "_upgrade", "_upgrade_claimed", "body", "headers", "method",
-                 "path", "query", "target", "url")
+    __slots__ = ("_http_version", "_peer", "_upgrade", "_upgrade_claimed", "body", "headers",
+                 "method", "path", "query", "target", "url")
 
     def __init__(self, method: str, target: str, headers: Headers, body: bytes = b"", *,
-                 scheme: str = "http", peer: tuple[str, int] | None = None) -> None:
+                 scheme: str = "http", peer: tuple[str, int] | None = None,
+                 http_version: str = "1.1") -> None:
         self.method = method
         self.target = target
         self.headers = headers
@@ -138,6 +139,7 @@ class Request:
         for key, value in parse_qsl(query, keep_blank_values=True):
             self.query.setdefault(key, value)
         self._peer = peer
+        self._http_version = http_version
         # Set by Server.upgrade() on the fetch worker, read by the loop after fetch returns.
         self._upgrade: UpgradeDecision | None = None
         self._upgrade_claimed = False

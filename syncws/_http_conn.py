@@ -159,7 +159,7 @@ class HttpConnection(SocketConnection):
                           for name, value in event.headers)
         request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
                           headers, b"".join(self.body), scheme=self.server._http_scheme,
-                          peer=self.peer)
+                          peer=self.peer, http_version=event.http_version.decode("ascii"))
         self.body = []
         self.in_fetch = True
         self.want_read(False)

@@ -266,7 +266,8 @@ class Server(Generic[T]):
             raise TypeError('this server has no websocket handlers: pass websocket={...}')
         if not isinstance(req, Request):
             raise TypeError(f"upgrade expects a syncws.Request, not {type(req).__name__}")
-        if req._upgrade_claimed or upgrade_problem(req.method, req.headers) is not None:
+        if req._upgrade_claimed or \
+                upgrade_problem(req.method, req.headers, req._http_version) is not None:
             return False
         decision = make_decision(req.headers, headers, data)
         req._upgrade_claimed = True
@@ -595,7 +596,7 @@ class Server(Generic[T]):
     def _default_fetch(self, req: Request) -> Response | None:
         if self._ws_config is not None and self.upgrade(req):
             return None
-        problem = upgrade_problem(req.method, req.headers)
+        problem = upgrade_problem(req.method, req.headers, req._http_version)
         if problem is None or not is_websocket_request(req.method, req.headers):
             return Response("Upgrade Required", status=426,
                             headers={"Upgrade": "websocket", "Sec-WebSocket-Version": "13"})

@@ -355,6 +355,25 @@ def test_without_fetch_websockets_upgrade_and_others_get_426(make_server: Any) -
         assert client.recv(timeout=wait(5)) == "ok"
 
 
+def test_an_http_1_0_upgrade_is_refused(make_server: Any) -> None:
+    """RFC 6455 4.1: the opening handshake is HTTP/1.1 or higher."""
+    upgraded: list[bool] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response | None:
+        upgraded.append(server.upgrade(req))
+        return None if upgraded[-1] else syncws.Response("no upgrade", status=400)
+
+    default = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    own = make_server(fetch, websocket={"message": lambda ws, m: ws.send(m)})
+    request = handshake_request().replace(b"HTTP/1.1", b"HTTP/1.0")
+    assert http_get(default.port, request).startswith(b"HTTP/1.1 400 ")
+    assert http_get(own.port, request).startswith(b"HTTP/1.1 400 ")
+    assert upgraded == [False]
+    client = RawClient(own.port)
+    assert client.status == 101 and upgraded == [False, True]
+    client.close()
+
+
 def test_upgrade_without_websocket_option_raises_type_error(make_server: Any) -> None:
     errors: list[BaseException] = []
 
