@@ -11,9 +11,9 @@ requires the same messages and the same verdicts.
 
 A binary frame that has only partly arrived may be held by the caller until
 the rest comes (``wait``), so a big message is unmasked once, whole, instead
-of chunk by chunk through wsproto. Text frames are not held: wsproto checks
-their UTF-8 as the bytes arrive and fails a bad one without waiting for the
-end of the frame.
+of chunk by chunk through wsproto; so may a text frame's header cut short.
+A text frame's payload is not held: wsproto checks its UTF-8 as the bytes
+arrive and fails a bad one without waiting for the end of the frame.
 
 Pure: no socket, thread or clock.
 """
@@ -27,26 +27,28 @@ _FIN_BINARY = 0x82
 
 
 def parse_simple_frames(data: bytes | bytearray | memoryview, max_payload: int,
+                        offset: int = 0, max_frames: int = 1 << 30,
                         ) -> tuple[int, list[tuple[str | bytes, int]], bool]:
-    """Take the leading run of simple frames from ``data``.
+    """Take the run of simple frames from ``data[offset:]``, at most ``max_frames``.
 
-    Returns ``(consumed, messages, wait)``: how many bytes were taken, the
+    Returns ``(end, messages, wait)``: where the frames taken end, the
     messages as ``(payload, length in bytes)`` (``str`` for text, ``bytes``
-    for binary), and whether the bytes left over are the start of a binary
-    frame this parser will take once the rest has arrived (the caller keeps
-    them and calls again with more); when ``wait`` is False the leftover
-    belongs to wsproto. Only call it at a frame boundary with no fragmented
-    message in progress.
+    for binary), and whether the bytes left over are the start of a frame
+    this parser will take once the rest has arrived (the caller keeps them and
+    calls again with more): a header cut short, or a binary frame's payload.
+    When ``wait`` is False the leftover belongs to wsproto, unless
+    ``max_frames`` were taken. Only call it at a frame boundary with no
+    fragmented message in progress.
     """
     messages: list[tuple[str | bytes, int]] = []
     size = len(data)
-    pos = 0
-    while pos < size:
+    pos = offset
+    while pos < size and len(messages) < max_frames:
         first = data[pos]
         if first != _FIN_TEXT and first != _FIN_BINARY:
             break
         if size - pos < 2:
-            return pos, messages, first == _FIN_BINARY
+            return pos, messages, True
         second = data[pos + 1]
         if second < 0x80:
             break  # unmasked: wsproto fails it
@@ -58,7 +60,7 @@ def parse_simple_frames(data: bytes | bytearray | memoryview, max_payload: int,
         else:
             start = pos + 14
         if start > size:
-            return pos, messages, first == _FIN_BINARY
+            return pos, messages, True
         if length == 126:
             length = (data[pos + 2] << 8) | data[pos + 3]
             if length < 126:

@@ -206,6 +206,29 @@ def last_fragment(parts: list[Any], payload: str | bytes) -> str | bytes:
     return message
 
 
+def wire_frame_size(data: bytes | bytearray | memoryview, pos: int) -> int | None:
+    """Bytes on the wire of the frame at ``data[pos:]``, header and mask included.
+
+    None while its header (masking key included) is cut short.
+
+    >>> wire_frame_size(b"\\x81\\x85mask" + b"hello", 0)
+    11
+    """
+    available = len(data) - pos
+    if available < 2:
+        return None
+    second = data[pos + 1]
+    length = second & 0x7F
+    header = (2 if length < 126 else 4 if length == 126 else 10) + (4 if second & 0x80 else 0)
+    if available < header:
+        return None
+    if length == 126:
+        length = (data[pos + 2] << 8) | data[pos + 3]
+    elif length == 127:
+        length = int.from_bytes(data[pos + 2:pos + 10], "big")
+    return header + length
+
+
 def unread_payload(proto: Any) -> int:
     """Payload bytes still to come of the data frame a wsproto ``FrameProtocol`` is reading.
 

@@ -113,6 +113,8 @@ class EventLoop:
         self._calls: deque[Callable[[], None]] = deque()
         self._flushes: deque[Flushable] = deque()
         self._wake_pending = False
+        # Loop thread only: calls for the next turn, after its reads.
+        self._next_turn: list[Callable[[], None]] = []
         # True while the loop thread is in (or about to enter) select().
         self._selecting = True
         # Owned by the loop thread.
@@ -144,6 +146,14 @@ class EventLoop:
         self._flushes.append(conn)
         if threading.get_ident() != self._thread_id:
             self._wake()
+
+    def call_next_turn(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the loop's next turn, after that turn's reads (loop thread only).
+
+        Unlike ``call_soon_threadsafe``, whose calls run this turn, it lets
+        every other socket have its turn first: how a long job is cut up.
+        """
+        self._next_turn.append(fn)
 
     def _wake(self) -> None:
         # A busy loop checks the door before it next waits (run_once sets
@@ -207,7 +217,10 @@ class EventLoop:
         # Every turn, busy or not: work readied this turn must get a runner,
         # and a stalled ready queue another one, even while the loop never waits.
         stalled = self.before_wait is not None and self.before_wait(self.now)
-        if self._calls or self._flushes:
+        next_turn = self._next_turn
+        if next_turn:
+            self._next_turn = []
+        if self._calls or self._flushes or next_turn:
             timeout = 0
         else:
             deadline = self.timers.next_deadline()
@@ -229,6 +242,11 @@ class EventLoop:
                     client.on_writable()
             except Exception:
                 logger.exception("syncws: error while handling a socket")
+        for fn in next_turn:
+            try:
+                fn()
+            except Exception:
+                logger.exception("syncws: error in a loop callback")
         calls = self._calls
         while calls:
             try:

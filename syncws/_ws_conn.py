@@ -44,6 +44,7 @@ from ._frames import (
     encode_frame,
     last_fragment,
     unread_payload,
+    wire_frame_size,
 )
 from ._loop import READ, EventLoop
 from .types import ReadyState
@@ -61,6 +62,13 @@ INBOUND_HIGH_WATER = 1024 * 1024
 
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
+# Parsing work one connection may do per loop turn, in lean-parser frames
+# (~2 us each; wsproto takes ~10 times longer a frame): past it the rest waits
+# for the next turn and nothing more is read meanwhile, so a peer that floods
+# tiny frames cannot hold up every other connection for long.
+PARSE_BUDGET = 512
+WSPROTO_FRAME_COST = 8
+
 # send/enqueue results, mapped to Bun's numbers by send_result().
 ACCEPTED, BACKPRESSURE, DROPPED = 1, -1, 0
 
@@ -77,8 +85,8 @@ class WsConnection(SocketConnection):
         "acked_mark", "backlog_paused", "backpressured", "bytes_sent", "close_code",
         "close_deadline", "close_reason", "closed_by_us", "config", "deferred_pong", "deflate",
         "dispatching", "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "held",
-        "inbox", "inbox_bytes", "last_recv", "linger", "local_close_sent", "pending_fail",
-        "ping_sent", "proto", "protocol", "server", "state", "user_paused", "ws",
+        "inbox", "inbox_bytes", "last_recv", "linger", "local_close_sent", "parse_pending",
+        "pending_fail", "ping_sent", "proto", "protocol", "server", "state", "user_paused", "ws",
     )
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
@@ -95,8 +103,10 @@ class WsConnection(SocketConnection):
         self.proto = FrameProtocol(client=False, extensions=extensions)
         self.frag_parts: list[Any] = []
         self.frag_size = 0
-        # The start of a binary frame the lean parser takes once it is whole.
+        # Bytes read but not parsed yet: the start of a frame, or what a
+        # parse budget left for the next turn (parse_pending).
         self.held: bytearray | None = None
+        self.parse_pending = False
         self.last_recv = loop.now
         self.ping_sent = False
         # For the idle clock: bytes written to the kernel, and how many of
@@ -309,43 +319,98 @@ class WsConnection(SocketConnection):
         self.feed(data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Parse ``data`` and hand complete messages to the handlers."""
-        server = self.server
-        config = self.config
-        events: list[InboxEvent] = []
-        failure: tuple[int, str] | None = None
+        """Parse ``data`` and hand complete messages to the handlers.
+
+        The lean parser takes the simple frames; wsproto gets the others one
+        frame at a time, so that the lean parser takes over again right after.
+        At most ``PARSE_BUDGET`` of work per call: the rest is held, nothing
+        more is read, and the loop's next turn goes on (``resume_parsing``).
+        """
         nread = len(data)
         held = self.held
         if held is not None:
-            # The fast path held these bytes: wsproto has not seen them.
+            # Bytes held back from earlier reads: wsproto has not seen them.
             held += data
             data = held
             self.held = None
+        max_payload = self.config.max_payload_length
         if self.fast_path_ok():
-            consumed, messages, wait = parse_simple_frames(data, config.max_payload_length)
-            if consumed:
-                events = [(MESSAGE, payload, n) for payload, n in messages]
-                if consumed == len(data):
-                    # The common case: only simple frames, wsproto sees nothing.
-                    counters = server._counters
-                    counters["bytes_in"] += nread
-                    counters["messages_in"] += len(events)
-                    self.deliver(events)
-                    return
-            if wait:
-                if isinstance(data, bytearray):  # our held buffer: no copy per read
-                    del data[:consumed]
-                    self.held = data
-                else:  # a view of the loop's read buffer, reused next read
-                    self.held = bytearray(data[consumed:])
-                data = b""
-            elif consumed:
-                data = data[consumed:]
+            pos, messages, wait = parse_simple_frames(data, max_payload, 0, PARSE_BUDGET)
+            if pos == len(data):
+                # The common case: only simple frames, wsproto sees nothing.
+                counters = self.server._counters
+                counters["bytes_in"] += nread
+                counters["messages_in"] += len(messages)
+                if messages:
+                    self.deliver([(MESSAGE, payload, n) for payload, n in messages])
+                return
+            events: list[InboxEvent] = [(MESSAGE, payload, n) for payload, n in messages]
+            budget = PARSE_BUDGET - len(messages)
+        else:
+            pos, wait, events, budget = 0, False, [], PARSE_BUDGET
+        failure: tuple[int, str] | None = None
+        ended = False  # the peer's close frame, or a protocol error: the rest is not read
+        while not wait and pos < len(data) and budget > 0:
+            if self.fast_path_ok():
+                pos, messages, wait = parse_simple_frames(data, max_payload, pos, budget)
+                events += [(MESSAGE, payload, n) for payload, n in messages]
+                budget -= len(messages)
+                if wait or pos == len(data) or budget <= 0:
+                    break
+            size = self.wsproto_share(data, pos)
+            if size is None:
+                wait = True  # a header cut short: wsproto gets whole headers only
+                break
+            budget -= WSPROTO_FRAME_COST
+            failure, ended = self.feed_wsproto(data[pos:pos + size], events)
+            pos += size
+            if failure is not None or ended:
+                break
+        if not ended and failure is None and pos < len(data):
+            if isinstance(data, bytearray):  # our held buffer: no copy per read
+                del data[:pos]
+                self.held = data
+            else:  # a view of the loop's read buffer, reused next read
+                self.held = bytearray(data[pos:])
+            if not wait:
+                # The budget ran out: the rest waits for the loop's next turn.
+                self.parse_pending = True
+                self.want_read(False)
+                self.loop.call_next_turn(self.resume_parsing)
+        self.server._count_in(nread, sum(1 for e in events if e[0] == MESSAGE))
+        if events:
+            self.deliver(events)
+        if failure is not None:
+            self.fail(*failure)
+
+    def wsproto_share(self, data: bytes | bytearray | memoryview, pos: int) -> int | None:
+        """How much of ``data[pos:]`` to give wsproto: up to the end of its frame.
+
+        The rest of the frame it is reading, or the whole next frame (all
+        that arrived of it); None while that frame's header is cut short.
+        """
+        decoder = self.proto._frame_decoder
+        header = decoder.header
+        if header is None:
+            size = wire_frame_size(data, pos)
+            if size is None:
+                return None
+        else:  # (a control frame's payload waits in wsproto's buffer until whole)
+            size = header.payload_len - decoder.payload_consumed - len(decoder.buffer)
+        return min(size, len(data) - pos)
+
+    def feed_wsproto(self, data: bytes | bytearray | memoryview,
+                     events: list[InboxEvent]) -> tuple[tuple[int, str] | None, bool]:
+        """Give ``data`` to wsproto and queue what it makes of it on ``events``.
+
+        Returns (the failure to close with, or None; whether the peer's close
+        frame came).
+        """
+        config = self.config
         proto = self.proto
         try:
-            if data:
-                proto.receive_bytes(data)  # type: ignore[arg-type]
-            for frame in proto.received_frames() if data else ():
+            proto.receive_bytes(data)  # type: ignore[arg-type]
+            for frame in proto.received_frames():
                 opcode = frame.opcode
                 # str for text, bytes for binary and pings, (code, reason) for a close.
                 payload: Any = frame.payload
@@ -356,8 +421,7 @@ class WsConnection(SocketConnection):
                         size = len(payload.encode("utf-8"))
                     total = self.frag_size + size
                     if total > config.max_payload_length:
-                        failure = (1009, "Message too big")
-                        break
+                        return (1009, "Message too big"), False
                     if frame.message_finished:
                         payload = last_fragment(self.frag_parts, payload)
                         self.frag_size = 0
@@ -378,19 +442,24 @@ class WsConnection(SocketConnection):
                 elif opcode is Opcode.CLOSE:
                     code, reason = payload
                     self.remote_close(int(code), reason)
-                    break
-            else:
-                if data and self.frag_size + unread_payload(proto) > config.max_payload_length:
-                    failure = (1009, "Message too big")
+                    return None, True
         except ParseFailed as exc:
             # The deflate extension reports an inflated size over the limit as
             # "error in extension": say what it is, as for a plain message.
-            failure = (1009, "Message too big") if exc.code == 1009 else (int(exc.code), str(exc))
-        server._count_in(nread, sum(1 for e in events if e[0] == MESSAGE))
-        if events:
-            self.deliver(events)
-        if failure is not None:
-            self.fail(*failure)
+            return (1009, "Message too big") if exc.code == 1009 else (int(exc.code), str(exc)), \
+                False
+        if self.frag_size + unread_payload(proto) > config.max_payload_length:
+            return (1009, "Message too big"), False
+        return None, False
+
+    def resume_parsing(self) -> None:
+        """The loop's next turn after ``feed`` ran out of budget: go on with what is held."""
+        self.parse_pending = False
+        if self.closed or self.held is None:
+            return
+        self.feed(b"")
+        if not self.parse_pending:
+            self.update_reading()
 
     def answer_ping(self, payload: bytes) -> None:
         """Queue the pong, unless the peer is not reading what we send.
@@ -454,6 +523,8 @@ class WsConnection(SocketConnection):
             # Once our close frame is out, read on whatever holds delivery back:
             # the peer's answer must be seen, and later data is dropped unread.
             paused = (self.backlog_paused or self.user_paused) and not self.local_close_sent
+        # Held bytes to parse first (resume_parsing reads again after them).
+        paused = paused or self.parse_pending
         if not paused and not self.interest & READ:
             # Reading again: the quiet time was ours, not the peer's.
             self.last_recv = self.loop.now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import struct
 import threading
 from typing import Any
@@ -15,9 +16,12 @@ from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 import syncws
-from syncws import _fastpath
+from syncws import _dispatch as dispatch
+from syncws import _fastpath, _ws_conn
 from syncws._fastpath import parse_simple_frames
 from syncws._frames import mask_payload_python
+from syncws._loop import EventLoop
+from syncws._ws_conn import WsConnection
 
 MAX = 1000
 
@@ -128,16 +132,26 @@ def test_fast_path_takes_16_and_64_bit_lengths(monkeypatch: pytest.MonkeyPatch,
     assert parse_simple_frames(frame(2, mid), len(mid) - 1) == (0, [], False)
 
 
-def test_fast_path_waits_for_the_rest_of_a_binary_frame_only() -> None:
-    """Any cut inside a binary frame, header included, says wait; inside a text frame, never."""
+def test_fast_path_waits_for_the_rest_of_a_binary_frame_and_of_any_header() -> None:
+    """Any cut inside a binary frame says wait; inside a text frame, only a cut in its
+    header (wsproto checks a text payload's UTF-8 as it arrives)."""
     head = frame(2, b"ok")
     for payload in (b"x" * 100, b"y" * 300, bytes(70_000)):
         binary = frame(2, payload)
+        header_size = len(binary) - len(payload)
         for cut in (1, 2, 5, 7, 9, 13, len(binary) // 2, len(binary) - 1):
             consumed, messages, wait = parse_simple_frames(head + binary[:cut], 100_000)
             assert (consumed, messages, wait) == (len(head), [(b"ok", 2)], True), cut
             text = frame(1, payload)[:cut]
-            assert parse_simple_frames(text, 100_000) == (0, [], False), cut
+            assert parse_simple_frames(text, 100_000) == (0, [], cut < header_size), cut
+
+
+def test_fast_path_takes_at_most_max_frames_from_offset() -> None:
+    data = b"".join(frame(1, str(i).encode()) for i in range(10))
+    first = len(frame(1, b"0"))
+    pos, messages, wait = parse_simple_frames(data, MAX, first, 3)
+    assert [m for m, _ in messages] == ["1", "2", "3"] and not wait
+    assert parse_simple_frames(data, MAX, pos)[1][0] == ("4", 1)
 
 
 def test_pure_python_masking_matches_the_c_routine() -> None:
@@ -150,6 +164,94 @@ def test_pure_python_masking_matches_the_c_routine() -> None:
         assert mask_payload_python(payload, key) == expected
         assert mask_payload_python(memoryview(payload), key) == expected
         assert mask_payload(memoryview(payload), key) == expected
+
+
+# -- the connection's own parse: lean parser and wsproto taking turns, on a budget ----
+
+class FeedProbe(WsConnection):
+    """A server connection driven by hand: what ``feed`` hands on, and how it ends."""
+
+    __slots__ = ("seen", "verdict")
+
+    def deliver(self, events: list[Any]) -> None:
+        kinds = {dispatch.MESSAGE: "msg", dispatch.PING: "PING", dispatch.PONG: "PONG"}
+        self.seen += [(kinds[kind], payload) for kind, payload, _ in events]
+
+    def answer_ping(self, payload: bytes) -> None:
+        pass
+
+    def fail(self, code: int, reason: str) -> None:
+        self.verdict = code
+
+    def remote_close(self, code: int, reason: str) -> None:
+        self.seen.append(("close", (code, reason)))
+
+
+def feed_in_pieces(server: Any, data: bytes,
+                   cuts: list[int]) -> tuple[list[tuple[Any, ...]], int | None]:
+    """What a connection makes of ``data`` read in pieces, each loop turn run to its end."""
+    loop = EventLoop()
+    loop._thread_id = threading.get_ident()  # this thread plays the loop thread
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = FeedProbe(ours, loop, ("127.0.0.1", 1), threading.Lock(), server, "", [])
+        conn.seen, conn.verdict = [], None
+        for start, end in itertools.pairwise(sorted({0, *cuts, len(data)})):
+            conn.feed(memoryview(bytearray(data[start:end])))
+            while loop._next_turn and conn.verdict is None:
+                due, loop._next_turn = loop._next_turn, []
+                for resume in due:
+                    resume()
+            if conn.verdict is not None or any(kind == "close" for kind, _ in conn.seen):
+                break
+        loop.selector.close()
+        return conn.seen, conn.verdict
+
+
+@pytest.fixture(scope="module")
+def probe_server() -> Any:
+    server = syncws.serve(_upgrade, {"message": print, "ping": print, "pong": print,
+                                     "max_payload_length": MAX}, hostname="127.0.0.1", port=0)
+    yield server
+    server.stop()
+
+
+@settings(max_examples=int(os.environ.get("SYNCWS_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(stream=st.lists(frames, max_size=12), cuts=st.lists(st.integers(0, 3000), max_size=6),
+       budget=st.sampled_from([1, 3, 16, _ws_conn.PARSE_BUDGET]))
+def test_connection_parse_agrees_with_wsproto(probe_server: Any, stream: list[bytes],
+                                              cuts: list[int], budget: int) -> None:
+    """Read in any pieces, on any budget, the server sees what wsproto alone sees."""
+    data = b"".join(stream)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_ws_conn, "PARSE_BUDGET", budget)
+        patch.setattr(_ws_conn, "WSPROTO_FRAME_COST", min(budget, 8))
+        assert feed_in_pieces(probe_server, data, cuts) == wsproto_messages(data)
+
+
+def test_a_flood_of_tiny_frames_is_parsed_over_several_turns(probe_server: Any) -> None:
+    """One read of 256 KiB of empty pings is not parsed in one go: other sockets get turns."""
+    loop = EventLoop()
+    loop._thread_id = threading.get_ident()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = FeedProbe(ours, loop, ("127.0.0.1", 1), threading.Lock(), probe_server, "", [])
+        conn.seen, conn.verdict = [], None
+        pings = 256 * 1024 // len(frame(9, b""))
+        flood = frame(9, b"") * pings + frame(1, b"last")
+        conn.feed(memoryview(bytearray(flood)))
+        turns = 1
+        per_turn = [len(conn.seen)]
+        while loop._next_turn:
+            resume, = loop._next_turn
+            loop._next_turn = []
+            resume()
+            turns += 1
+            per_turn.append(len(conn.seen) - sum(per_turn))
+        loop.selector.close()
+    assert conn.seen == [("PING", b"")] * pings + [("msg", "last")]
+    assert max(per_turn) <= _ws_conn.PARSE_BUDGET // _ws_conn.WSPROTO_FRAME_COST
+    assert turns > 100
 
 
 # -- the held frame, end to end: each piece reaches the server in its own read ------
