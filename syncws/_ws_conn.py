@@ -297,9 +297,15 @@ class WsConnection(SocketConnection):
 
     # -- inbound, loop thread -------------------------------------------------
 
-    def start(self, trailing: bytes) -> None:
-        """Begin: deliver ``open``, then whatever arrived behind the handshake."""
+    def start(self, response: bytes, trailing: bytes) -> None:
+        """Begin: write the 101 ``response``, deliver ``open``, then what came behind it."""
+        self.write(response)  # queued first: what open() sends goes out behind it
+        # Queued before the write, which may find the peer gone: then close follows open.
         self.deliver([(OPEN, None, 0)])
+        # Written now: open() may terminate() before the loop's next flush.
+        self.flush()
+        if self.finalized:
+            return
         self.want_read(True)
         self.arm_timer()
         if trailing:
@@ -349,7 +355,7 @@ class WsConnection(SocketConnection):
         else:
             pos, wait, events, budget = 0, False, [], PARSE_BUDGET
         failure: tuple[int, str] | None = None
-        ended = False  # the peer's close frame, or a protocol error: the rest is not read
+        ended = False  # the peer's close frame came: what follows it is not read
         while not wait and pos < len(data) and budget > 0:
             if self.fast_path_ok():
                 pos, messages, wait = parse_simple_frames(data, max_payload, pos, budget)
@@ -716,14 +722,15 @@ class WsConnection(SocketConnection):
         if self.finalized:
             return
         self.finalized = True
+        with self.lock:
+            # Before the buffer is emptied: no send may queue behind that.
+            self.state = ReadyState.CLOSED
+            # Whatever was queued can no longer be read: let delivery go on.
+            self.user_paused = False
         if not self.closed:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
         self.close_socket()
-        with self.lock:
-            self.state = ReadyState.CLOSED
-            # Whatever was queued can no longer be read: let delivery go on.
-            self.user_paused = False
         self.frag_parts = []
         self.held = None
         # Unsubscribed before the close handler can run; the handler is queued

@@ -545,10 +545,8 @@ class Server(Generic[T]):
         with self._lock:
             self._open_websockets += 1
             self._pending_close_handlers += 1
-        conn.write(build_101(decision, None if agreement is None else agreement.response))
-        # Write the 101 now: open() may terminate() before the loop's next flush.
-        conn.flush()
-        conn.start(trailing)
+        conn.start(build_101(decision, None if agreement is None else agreement.response),
+                   trailing)
 
     def _ws_finished(self, conn: WsConnection) -> None:
         """``conn``'s socket is closed; its close handler is queued next."""

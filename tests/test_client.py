@@ -1271,8 +1271,11 @@ def test_client_example_closes_politely_on_ctrl_c(make_server: Any) -> None:
     server = make_server(websocket={"message": lambda ws, m: ws.send("Hi"), "close": on_close})
     example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "client.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    # Ctrl-C as in a terminal, even when pytest itself runs with SIGINT ignored
+    # (started with & from a script), which the child would inherit.
     proc = subprocess.Popen([sys.executable, example, f"ws://127.0.0.1:{server.port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "Hi\n"  # open, sent Hello, got the answer

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -763,6 +764,67 @@ def test_close_argument_checks(make_server: Any, code: int, reason: str) -> None
         client.send("x")
         assert client.recv(timeout=wait(5)) == "still open"
     assert len(errors) == 1
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a client that crashes or gives up does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_client_gone_during_fetch_gets_open_then_close(make_server: Any) -> None:
+    """The 101 finds the peer gone: open still runs first, then close, and the frame
+    that came behind the request is not handled on the dead socket."""
+    events: list[str] = []
+    closed, gate = threading.Event(), threading.Event()
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        gate.wait(wait(5))  # (an authentication lookup, say) while the client gives up
+        server.upgrade(req)
+
+    server = make_server(fetch, {"open": lambda ws: events.append("open"),
+                                 "message": lambda ws, m: events.append(f"message {m}"),
+                                 "close": lambda ws, c, r: (events.append(f"close {c}"),
+                                                            closed.set())})
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(handshake_request() + bytes([0x81, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2]))
+    wait_for(lambda: server.pending_requests == 1, message="fetch running")
+    reset(sock)
+    gate.set()
+    assert closed.wait(wait(5))
+    wait_for(lambda: server.pending_websockets == 0, message="nothing left open")
+    assert events == ["open", "close 1006"]
+
+
+def send_until(ws: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        ws.send("x" * 100)
+
+
+def test_sends_racing_a_reset_leave_nothing_buffered(make_server: Any) -> None:
+    """Once the close handler ran, send() says 0 and buffered_amount is 0 for good,
+    however many threads were sending when the peer went away."""
+    opened: list[Any] = []
+    closed: list[Any] = []
+    server = make_server(websocket={"open": opened.append, "message": lambda ws, m: None,
+                                    "close": lambda ws, c, r: closed.append(ws)})
+    for round_ in range(40):
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(handshake_request())
+        wait_for(lambda n=round_: len(opened) > n, message="open")
+        ws = opened[round_]
+        stop = threading.Event()
+        senders = [threading.Thread(target=send_until, args=(ws, stop)) for _ in range(3)]
+        for sender in senders:
+            sender.start()
+        wait_for(lambda ws=ws: ws.buffered_amount > 0, message="sends queued")
+        reset(client)
+        wait_for(lambda ws=ws: ws in closed, message="close handler")
+        stop.set()
+        for sender in senders:
+            sender.join()
+        assert (ws.send("y"), ws.ready_state, ws.buffered_amount) == (
+            0, syncws.ReadyState.CLOSED, 0), round_
 
 
 def test_slow_handler_on_one_connection_does_not_delay_another(make_server: Any) -> None:
