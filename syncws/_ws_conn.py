@@ -623,6 +623,8 @@ class WsConnection(SocketConnection):
                     return
                 self.close_deadline = self.loop.now + LINGER_SECONDS
                 self.arm_timer()
+                # The handshake is over for the application: close runs now.
+                self.end_session(self.close_code, self.close_reason)
 
     def check_drain(self) -> None:
         with self.lock:
@@ -722,20 +724,31 @@ class WsConnection(SocketConnection):
         if self.finalized:
             return
         self.finalized = True
-        with self.lock:
-            # Before the buffer is emptied: no send may queue behind that.
-            self.state = ReadyState.CLOSED
-            # Whatever was queued can no longer be read: let delivery go on.
-            self.user_paused = False
+        self.end_session(code, reason)
         if not self.closed:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
         self.close_socket()
+        # Last: the close handler is queued before the server may wind down its pool.
+        self.server._ws_finished(self)
+
+    def end_session(self, code: int, reason: str) -> None:
+        """The WebSocket is over for the application: queue the close handler, once.
+
+        Nothing is sent or handled after it, though the socket may still
+        linger a moment (``on_flushed``) before ``finalize`` closes it.
+        """
+        with self.lock:
+            if self.state is ReadyState.CLOSED:
+                return
+            # With the buffer emptied, in one step: no send may queue behind that.
+            self.state = ReadyState.CLOSED
+            self.out.clear()
+            # Whatever was queued can no longer be read: let delivery go on.
+            self.user_paused = False
         self.frag_parts = []
         self.held = None
-        # Unsubscribed before the close handler can run; the handler is queued
-        # before the server may wind down its pool.
+        # Unsubscribed before the close handler can run.
         self.server._registry.unsubscribe_all(self)
         self.deliver([(CLOSE, (code, reason), 0)])
-        self.server._ws_finished(self)
 
