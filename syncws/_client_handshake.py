@@ -13,7 +13,7 @@ import secrets
 import socket
 import ssl as ssl_module
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -228,9 +228,13 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotocols: list[str],
-                    timeout: float | None, deflate: bool,
-                    ssl: ssl_module.SSLContext | None) -> HandshakeResult:
+                    timeout: float | None, deflate: bool, ssl: ssl_module.SSLContext | None,
+                    on_socket: Callable[[socket.socket], None] | None = None,
+                    ) -> HandshakeResult:
     """Connect, run TLS if ``wss``, and complete the opening handshake. Blocks.
+
+    ``on_socket`` gets the socket once connected (and again once wrapped in
+    TLS): shutting it down from another thread abandons the handshake.
 
     Raises ``OSError`` (e.g. ``ConnectionRefusedError``) when the server cannot
     be reached, ``ssl.SSLError`` (``ssl.SSLCertVerificationError`` for an
@@ -242,10 +246,14 @@ def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotoc
     try:
         # Small frames (pongs, chat messages) must not wait for Nagle.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if on_socket is not None:
+            on_socket(sock)
         if target.secure:
             context = ssl if ssl is not None else ssl_module.create_default_context()
             sock.settimeout(_remaining(deadline))
             sock = context.wrap_socket(sock, server_hostname=target.host)
+            if on_socket is not None:
+                on_socket(sock)
         result = _handshake(sock, target, headers, subprotocols, deflate, deadline)
         sock.settimeout(None)
         return result

@@ -634,19 +634,27 @@ def connect(url: str, *, headers: HeaderArg | None = None,
 def _connect(url: str, *, headers: object, subprotocols: object, timeout: float | None,
              per_message_deflate: bool, ssl: ssl_module.SSLContext | None,
              max_payload_length: int, inbox: _Inbox | None = None,
-             argument: str = "subprotocols") -> ClientWebSocket:
+             argument: str = "subprotocols",
+             on_socket: Callable[[socket.socket], None] | None = None) -> ClientWebSocket:
     target = parse_url(url)
     extra = normalize_headers(headers)
     offered = normalize_subprotocols(subprotocols, argument)
     _check_options(timeout, max_payload_length, per_message_deflate, ssl, target)
     result = open_connection(target, headers=extra, subprotocols=offered, timeout=timeout,
-                             deflate=per_message_deflate, ssl=ssl)
+                             deflate=per_message_deflate, ssl=ssl, on_socket=on_socket)
     logger.debug("syncws client: connected to %s (protocol %r, extensions %r)", url,
                  result.protocol, result.extensions_header)
     return ClientWebSocket(result.sock, url=url, protocol=result.protocol,
                            response_headers=result.headers, extension=result.extension,
                            extensions=result.extensions_header, trailing=result.trailing,
                            max_payload_length=max_payload_length, inbox=inbox)
+
+
+def _shut_down(sock: socket.socket | None) -> None:
+    """Wake whatever blocks on ``sock`` (a handshake under way): any thread."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 # -- the Bun/browser-style event API ------------------------------------------
@@ -745,6 +753,8 @@ class WebSocket:
         self._state = ReadyState.CONNECTING
         self._conn: ClientWebSocket | None = None
         self._close_while_connecting = False
+        # The socket of the handshake under way, so that close() can abandon it.
+        self._connecting_sock: socket.socket | None = None
         self._inbox = _Inbox()
         self._thread_name = f"syncws-client-{next(_client_ids)}"
         self._dispatching = True
@@ -899,6 +909,7 @@ class WebSocket:
             if state is ReadyState.CONNECTING:
                 self._close_while_connecting = True
                 self._state = ReadyState.CLOSING
+                _shut_down(self._connecting_sock)  # the event thread then reports at once
                 return None
             if state is not ReadyState.OPEN or conn is None or \
                     conn.ready_state is not ReadyState.OPEN:
@@ -929,12 +940,16 @@ class WebSocket:
             conn = _connect(self.url, headers=self._headers, subprotocols=self._protocols,
                             timeout=10, per_message_deflate=False, ssl=self._ssl,
                             max_payload_length=self._max_payload_length,
-                            inbox=self._inbox, argument="protocols")
+                            inbox=self._inbox, argument="protocols",
+                            on_socket=self._connecting)
         except Exception as exc:
             logger.debug("syncws client: connecting to %s failed: %r", self.url, exc)
+            if self._close_while_connecting:
+                exc = ConnectionAbortedError("closed before the connection opened")
             self._fail_connect(exc)
             return
         with self._lock:
+            self._connecting_sock = None
             self._conn = conn
             abandoned = self._close_while_connecting
             if not abandoned:
@@ -960,6 +975,10 @@ class WebSocket:
             else:
                 break
         code, reason = conn._final or (1006, "")
+        if conn._close_received and not conn._failed and not conn._terminated:
+            # As in the browser: the code and reason of the close frame received
+            # (RFC 6455 7.1.5), also when ours went first.
+            code, reason = conn._remote
         if conn._failed:
             # We failed the connection (a protocol error, a message too big): as
             # in the browser and Bun, "error" says why, then "close" gives 1006.
@@ -970,6 +989,12 @@ class WebSocket:
             self._state = ReadyState.CLOSED
         self._emit(CloseEvent("close", self, code, reason, conn._clean))
         self._drain_held()
+
+    def _connecting(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._connecting_sock = sock
+            if self._close_while_connecting:
+                _shut_down(sock)
 
     def _fail_connect(self, exc: BaseException) -> None:
         with self._lock:

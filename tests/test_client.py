@@ -727,6 +727,52 @@ def test_server_close_is_echoed_with_its_reason() -> None:
     assert seen[0][0] == 0x8 and seen[0][3] == struct.pack("!H", 4000) + b"bye"
 
 
+def test_event_close_gives_the_code_the_server_answered_with() -> None:
+    """RFC 6455 7.1.5, as in browsers: the close event carries the received code,
+    even when the client's close went first with another one."""
+    seen: list[Any] = []
+    events: list[tuple[int, str, bool]] = []
+    closed = threading.Event()
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        seen.append(read_client_frame(sock))
+        sock.sendall(server_frame(0x8, struct.pack("!H", 1001) + b"going away"))
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    ws.add_event_listener("open", lambda event: ws.close(4001, "client-bye"))
+    ws.add_event_listener("close", lambda event: (
+        events.append((event.code, event.reason, event.was_clean)), closed.set()))
+    assert closed.wait(wait(10))
+    raw.join()
+    assert seen[0][3] == struct.pack("!H", 4001) + b"client-bye"
+    assert events == [(1001, "going away", True)]
+
+
+def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once() -> None:
+    """close() while CONNECTING abandons the handshake now, not at its 10 s timeout."""
+    request_seen, release = threading.Event(), threading.Event()
+    events: list[tuple[str, Any]] = []
+    closed = threading.Event()
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        request_seen.set()  # the request arrived: the client now waits for the 101
+        release.wait(wait(20))
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+    ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
+                                                  closed.set()))
+    assert request_seen.wait(wait(5))
+    ws.close()
+    assert closed.wait(wait(5))  # (before: at the handshake's 10 s timeout)
+    release.set()
+    raw.join()
+    assert events == [("error", "closed before the connection opened"), ("close", 1006)]
+
+
 def test_protocol_error_closes_with_1002() -> None:
     seen: list[Any] = []
 
