@@ -106,6 +106,18 @@ class RawServer:
             raise self.error
 
 
+class ServerCloses:
+    """A server ``close`` handler: the ``(code, reason)`` pairs it got, and ``done``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str]] = []
+        self.done = threading.Event()
+
+    def __call__(self, ws: Any, code: int, reason: str) -> None:
+        self.seen.append((code, reason))
+        self.done.set()
+
+
 def accept_value(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
 
@@ -283,18 +295,12 @@ def test_server_close_4001_raises_connection_closed(make_server: Any) -> None:
 
 
 def test_client_close_code_and_reason_reach_server(make_server: Any) -> None:
-    closed: list[tuple[int, str]] = []
-    done = threading.Event()
-
-    def on_close(ws: Any, code: int, reason: str) -> None:
-        closed.append((code, reason))
-        done.set()
-
-    server = make_server(websocket={"message": lambda ws, m: None, "close": on_close})
+    closes = ServerCloses()
+    server = make_server(websocket={"message": lambda ws, m: None, "close": closes})
     ws = syncws.connect(f"ws://127.0.0.1:{server.port}/")
     ws.close(4000, "bye")
-    assert done.wait(wait(5))
-    assert closed == [(4000, "bye")]
+    assert closes.done.wait(wait(5))
+    assert closes.seen == [(4000, "bye")]
     assert (ws.close_code, ws.close_reason) == (4000, "bye")
     with pytest.raises(syncws.ConnectionClosed) as info:
         ws.recv(timeout=wait(5))
@@ -964,14 +970,8 @@ def test_event_api_send_headers_and_client_close(make_server: Any) -> None:
 
 def test_event_api_terminate_drops_the_connection_with_1006_and_no_error(
         make_server: Any) -> None:
-    closes: list[tuple[int, str]] = []
-    server_closed = threading.Event()
-
-    def on_close(ws: Any, code: int, reason: str) -> None:
-        closes.append((code, reason))
-        server_closed.set()
-
-    server = make_server(websocket={"message": lambda ws, m: None, "close": on_close})
+    closes = ServerCloses()
+    server = make_server(websocket={"message": lambda ws, m: None, "close": closes})
     ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
     recorder = Recorder(ws)
     wait_for(lambda: recorder.events == [("open",)], message="open")
@@ -979,10 +979,10 @@ def test_event_api_terminate_drops_the_connection_with_1006_and_no_error(
     # CLOSING at once (CLOSED already if the event thread was quick to deliver "close").
     assert ws.ready_state in (syncws.ReadyState.CLOSING, syncws.ReadyState.CLOSED)
     assert recorder.closed.wait(wait(5))
-    assert server_closed.wait(wait(5))
+    assert closes.done.wait(wait(5))
     # As in Bun: "close" 1006, not clean, and no "error"; the server sees a TCP drop.
     assert recorder.events == [("open",), ("close", 1006, "", False)]
-    assert closes == [(1006, "")]
+    assert closes.seen == [(1006, "")]
     assert ws.ready_state is syncws.ReadyState.CLOSED
     ws.terminate()  # after the close: nothing happens
     ws.close()
@@ -1307,14 +1307,8 @@ def test_client_example(make_server: Any) -> None:
 
 
 def test_client_example_closes_politely_on_ctrl_c(make_server: Any) -> None:
-    closes: list[tuple[int, str]] = []
-    closed = threading.Event()
-
-    def on_close(ws: Any, code: int, reason: str) -> None:
-        closes.append((code, reason))
-        closed.set()
-
-    server = make_server(websocket={"message": lambda ws, m: ws.send("Hi"), "close": on_close})
+    closes = ServerCloses()
+    server = make_server(websocket={"message": lambda ws, m: ws.send("Hi"), "close": closes})
     example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "client.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     # Ctrl-C as in a terminal, even when pytest itself runs with SIGINT ignored
@@ -1329,8 +1323,8 @@ def test_client_example_closes_politely_on_ctrl_c(make_server: Any) -> None:
         out, err = proc.communicate(timeout=wait(20))
     finally:
         proc.kill()
-    assert closed.wait(wait(5))
-    assert closes == [(1000, "")]
+    assert closes.done.wait(wait(5))
+    assert closes.seen == [(1000, "")]
     assert out == "1000 \n"  # the close listener ran
     assert err == ""  # no traceback
     assert proc.returncode == 0
