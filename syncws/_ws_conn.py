@@ -615,7 +615,7 @@ class WsConnection(SocketConnection):
         if self.finalize_when_flushed:
             if not self.linger:
                 self.finalize(self.close_code, self.close_reason)
-            elif not self.interest & READ:  # (not half-closed yet)
+            elif self.state is not ReadyState.CLOSED:  # (not lingering yet: end_session below)
                 # The close frame is out: the peer reads it, then our FIN, and
                 # answers with its own, which ends the connection (on_readable).
                 if not self.half_close():
