@@ -6,15 +6,8 @@
 """
 
 from ._http import Headers, Request, Response
-from .client import (
-    ClientWebSocket,
-    CloseEvent,
-    ErrorEvent,
-    Event,
-    MessageEvent,
-    WebSocket,
-    connect,
-)
+from .client import ClientWebSocket, connect
+from .event_client import CloseEvent, ErrorEvent, Event, MessageEvent, WebSocket
 from .exceptions import (
     ConnectionClosed,
     HandshakeError,

@@ -1,0 +1,452 @@
+"""The Bun/browser-style WebSocket client: :class:`WebSocket` and its events.
+
+::
+
+    ws = syncws.WebSocket("ws://localhost:3000", headers={"Authorization": "Bearer token"})
+    ws.add_event_listener("open", lambda event: ws.send("Hello"))
+    ws.add_event_listener("message", lambda event: print(event.data))
+
+One thread per connection connects, then turns what the blocking client
+(:mod:`syncws.client`) receives into events and calls the listeners.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import ssl as ssl_module
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, overload
+
+from . import _frames
+from ._client_handshake import HeaderArg, normalize_headers, normalize_subprotocols, parse_url
+from ._frames import OP_PING, OP_PONG
+from .client import (
+    _MESSAGE,
+    _TOO_BIG,
+    _WAKE,
+    DEFAULT_MAX_PAYLOAD_LENGTH,
+    INBOX_MAX_BYTES,
+    INBOX_MAX_MESSAGES,
+    ClientWebSocket,
+    _check_options,
+    _connect,
+    _Inbox,
+    _shut_down,
+)
+from .exceptions import ConnectionClosed, InvalidStateError, PayloadTooBig
+from .types import ReadyState
+
+__all__ = ["CloseEvent", "ErrorEvent", "Event", "MessageEvent", "WebSocket"]
+
+logger = logging.getLogger("syncws")
+
+_client_ids = itertools.count(1)
+
+EventType = Literal["open", "message", "close", "error"]
+_EVENT_TYPES: tuple[str, ...] = ("open", "message", "close", "error")
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event without details ("open"); ``target`` is the WebSocket."""
+
+    type: str
+    target: WebSocket = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class MessageEvent(Event):
+    """A "message" event: ``data`` is ``str`` for text, ``bytes`` for binary."""
+
+    data: str | bytes
+
+
+@dataclass(frozen=True)
+class CloseEvent(Event):
+    """The "close" event: ``was_clean`` is False when there was no closing handshake."""
+
+    code: int
+    reason: str
+    was_clean: bool
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Event):
+    """An "error" event; ``error`` is the exception behind it."""
+
+    error: BaseException
+    message: str
+
+
+Listener = Callable[[Any], object]
+
+
+class WebSocket:
+    """A WebSocket client in the style of the browser's and Bun's ``WebSocket``.
+
+    Construction returns at once; connecting, and every event, happen on one
+    background (non-daemon) thread per connection, named ``syncws-client-N``,
+    which keeps the process alive until the connection is closed, as a Bun
+    script stays alive. Listeners run on that thread, one at a time and in
+    order: "open", then "message"s, then "close"; "error" comes before the
+    "close" of a failed connection, which then has code 1006 (as in the
+    browser; the "error" says what went wrong). Events of a type nobody
+    listens to yet are held and delivered once the first listener for that
+    type is added, so adding listeners right after the constructor never
+    misses "open". Held messages are bounded (``INBOX_MAX_BYTES``,
+    ``INBOX_MAX_MESSAGES``): past that, as in a browser where no listener
+    hears them, messages are dropped, with one warning in the log.
+
+    As in Bun, there are also ``ping``/``pong`` (control frames) and
+    ``terminate`` (drop the connection: "close" 1006, not clean, no "error").
+
+    Every method is thread-safe and may be called from a listener. ``send``,
+    ``ping`` and ``pong`` block only while the kernel's send buffer is full;
+    ``close`` and ``terminate`` never block.
+    """
+
+    CONNECTING: Final = ReadyState.CONNECTING
+    OPEN: Final = ReadyState.OPEN
+    CLOSING: Final = ReadyState.CLOSING
+    CLOSED: Final = ReadyState.CLOSED
+
+    def __init__(self, url: str, headers: HeaderArg | None = None,
+                 protocols: str | list[str] | tuple[str, ...] | None = None, *,
+                 ssl: ssl_module.SSLContext | None = None,
+                 max_payload_length: int = DEFAULT_MAX_PAYLOAD_LENGTH) -> None:
+        """Start connecting to ``url``; ``ValueError`` at once for a bad URL or argument.
+
+        ``ssl`` and ``max_payload_length`` are as for :func:`connect` (Bun's
+        ``tls`` option is an ``ssl.SSLContext`` here): a ``wss://`` server
+        with a private CA needs ``ssl.create_default_context(cafile=...)``.
+        """
+        target = parse_url(url)
+        self._headers = normalize_headers(headers)
+        self._protocols = normalize_subprotocols(protocols, "protocols")
+        _check_options(None, max_payload_length, False, ssl, target)
+        self._ssl = ssl
+        self._max_payload_length = max_payload_length
+        self.url: str = target.url
+        self._lock = threading.Lock()
+        self._listeners: dict[str, list[Listener]] = {t: [] for t in _EVENT_TYPES}
+        self._seen: set[str] = set()
+        self._held: dict[str, list[Event]] = {t: [] for t in _EVENT_TYPES}
+        self._held_message_bytes = 0
+        self._dropping_logged = False
+        self._state = ReadyState.CONNECTING
+        self._conn: ClientWebSocket | None = None
+        self._close_while_connecting = False
+        # The socket of the handshake under way, so that close() can abandon it.
+        self._connecting_sock: socket.socket | None = None
+        self._inbox = _Inbox()
+        self._thread_name = f"syncws-client-{next(_client_ids)}"
+        self._dispatching = True
+        self._thread = threading.Thread(target=self._run, name=self._thread_name)
+        self._thread.start()
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def ready_state(self) -> ReadyState:
+        """CONNECTING, OPEN, CLOSING (a close frame went either way, or ``terminate()``),
+        CLOSED (close delivered)."""
+        with self._lock:
+            state, conn = self._state, self._conn
+        if state is ReadyState.OPEN and conn is not None and \
+                conn.ready_state is not ReadyState.OPEN:
+            return ReadyState.CLOSING
+        return state
+
+    @property
+    def protocol(self) -> str:
+        """The subprotocol the server chose; "" before "open" or when none."""
+        conn = self._conn
+        return conn.protocol if conn is not None else ""
+
+    @property
+    def extensions(self) -> str:
+        """The extensions the server accepted; "" before "open" or when none."""
+        conn = self._conn
+        return conn.extensions if conn is not None else ""
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes handed to ``send`` and not yet taken by the kernel."""
+        conn = self._conn
+        return conn._buffered_amount if conn is not None else 0
+
+    @overload
+    def add_event_listener(self, type: Literal["open"],
+                           listener: Callable[[Event], object]) -> None: ...
+    @overload
+    def add_event_listener(self, type: Literal["message"],
+                           listener: Callable[[MessageEvent], object]) -> None: ...
+    @overload
+    def add_event_listener(self, type: Literal["close"],
+                           listener: Callable[[CloseEvent], object]) -> None: ...
+    @overload
+    def add_event_listener(self, type: Literal["error"],
+                           listener: Callable[[ErrorEvent], object]) -> None: ...
+
+    def add_event_listener(self, type: EventType, listener: Callable[[Any], object]) -> None:
+        """Call ``listener(event)`` for each event of ``type``. Thread-safe; never blocks.
+
+        ``type`` is "open" (an ``Event``), "message" (``MessageEvent``),
+        "close" (``CloseEvent``) or "error" (``ErrorEvent``). Adding the same
+        listener twice has no effect (as in the browser).
+        """
+        if type not in _EVENT_TYPES:
+            raise ValueError(f"type must be one of {', '.join(_EVENT_TYPES)}, not {type!r}")
+        if not callable(listener):
+            raise TypeError("listener must be callable")
+        with self._lock:
+            if listener not in self._listeners[type]:
+                self._listeners[type].append(listener)
+            first = type not in self._seen
+            self._seen.add(type)
+            flush = first and bool(self._held[type])
+            start_thread = flush and not self._dispatching
+            if start_thread:
+                self._dispatching = True
+        if start_thread:
+            # The connection's thread is gone; a short-lived one delivers what was held.
+            threading.Thread(target=self._drain_held, name=self._thread_name).start()
+        elif flush:
+            self._inbox.put(_WAKE, None)
+
+    def remove_event_listener(self, type: EventType, listener: Callable[[Any], object]) -> None:
+        """Stop calling ``listener`` for ``type``; unknown listeners are ignored. Thread-safe."""
+        with self._lock:
+            listeners = self._listeners.get(type)
+            if listeners is not None and listener in listeners:
+                listeners.remove(listener)
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Send a text (``str``) or binary (bytes-like) message.
+
+        ``InvalidStateError`` while CONNECTING; after a close it is silently
+        dropped (as in Bun). Thread-safe; blocks only while the kernel's send
+        buffer is full.
+        """
+        opcode, payload = _frames.message_payload(data, "data")
+        conn = self._conn_to_write()
+        if conn is not None:
+            with contextlib.suppress(ConnectionClosed):
+                conn._write_message(opcode, payload)
+
+    def ping(self, data: str | bytes | bytearray | memoryview = b"") -> None:
+        """Send a ping with ``data`` (str as UTF-8, or bytes-like; at most 125 bytes).
+
+        The server answers with a pong. ``ValueError`` past 125 bytes,
+        ``TypeError`` for other types, ``InvalidStateError`` while CONNECTING;
+        after a close it does nothing (as ``send``). Thread-safe.
+        """
+        self._write_control(OP_PING, _frames.control_payload(data, "ping"))
+
+    def pong(self, data: str | bytes | bytearray | memoryview = b"") -> None:
+        """Send an unsolicited pong with ``data``; the same rules as :meth:`ping`.
+
+        Pings from the server are answered automatically: this is not needed for them.
+        """
+        self._write_control(OP_PONG, _frames.control_payload(data, "pong"))
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        """Start the closing handshake; "close" follows on the event thread.
+
+        Never blocks. Without ``code`` (as in browsers and Bun) the close
+        frame carries no status, so the server's close handler sees 1005,
+        and "close" reports what the server echoes (1005 for an empty close
+        frame); a ``reason`` without ``code`` sends 1000. ``ValueError`` for
+        a code other than 1000-1003, 1007-1013, 3000-4999 or a reason over
+        123 UTF-8 bytes. While CONNECTING, the connection is abandoned:
+        "error", then "close" 1006. A second call does nothing.
+        """
+        if code is None and reason:
+            code = 1000  # the WHATWG rule: a reason needs a status code
+        payload = b"" if code is None else _frames.close_payload(code, reason)
+        conn = self._begin_closing()
+        if conn is not None:
+            conn._start_close(code, reason, payload, wait=False)
+
+    def terminate(self) -> None:
+        """Drop the TCP connection at once, without a closing handshake (as in Bun).
+
+        While OPEN, ``ready_state`` becomes CLOSING and the event thread then
+        delivers "close" with 1006, "" and ``was_clean`` False, and no
+        "error"; the server sees 1006. Messages not yet delivered may be lost.
+        While CONNECTING it is ``close()``. Once a close began it does
+        nothing. Never blocks.
+        """
+        conn = self._begin_closing()
+        if conn is not None:
+            conn._terminate()
+
+    def _begin_closing(self) -> ClientWebSocket | None:
+        """OPEN -> CLOSING for close() and terminate(): the connection to act on, or None.
+
+        While CONNECTING the connection is abandoned instead (the event thread
+        then gives "error" and "close" 1006); once a close began, None.
+        """
+        with self._lock:
+            state, conn = self._state, self._conn
+            if state is ReadyState.CONNECTING:
+                self._close_while_connecting = True
+                self._state = ReadyState.CLOSING
+                _shut_down(self._connecting_sock)  # the event thread then reports at once
+                return None
+            if state is not ReadyState.OPEN or conn is None or \
+                    conn.ready_state is not ReadyState.OPEN:
+                return None
+            self._state = ReadyState.CLOSING
+        return conn
+
+    def _write_control(self, opcode: int, payload: bytes) -> None:
+        conn = self._conn_to_write()
+        if conn is not None:
+            conn._write_frame(opcode, payload)
+
+    def _conn_to_write(self) -> ClientWebSocket | None:
+        """The connection to write to; None once a close began, InvalidStateError before open."""
+        with self._lock:
+            state, conn = self._state, self._conn
+        if state is ReadyState.CONNECTING:
+            raise InvalidStateError("the WebSocket is still connecting: wait for 'open'")
+        return conn if state is ReadyState.OPEN else None
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.url} {self.ready_state.name}>"
+
+    # -- the event thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            conn = _connect(self.url, headers=self._headers, subprotocols=self._protocols,
+                            timeout=10, per_message_deflate=False, ssl=self._ssl,
+                            max_payload_length=self._max_payload_length,
+                            inbox=self._inbox, argument="protocols",
+                            on_socket=self._connecting)
+        except Exception as exc:
+            logger.debug("syncws client: connecting to %s failed: %r", self.url, exc)
+            if self._close_while_connecting:
+                exc = ConnectionAbortedError("closed before the connection opened")
+            self._fail_connect(exc)
+            return
+        with self._lock:
+            self._connecting_sock = None
+            self._conn = conn
+            abandoned = self._close_while_connecting
+            if not abandoned:
+                self._state = ReadyState.OPEN
+        if abandoned:
+            conn._abort()
+            conn._done.wait()
+            self._fail_connect(ConnectionAbortedError("closed before the connection opened"))
+            return
+        self._emit(Event("open", self))
+        reported = False
+        while True:
+            kind, value = self._inbox.get()
+            if kind == _MESSAGE:
+                assert isinstance(value, (str, bytes))
+                self._emit(MessageEvent("message", self, value))
+            elif kind == _TOO_BIG:
+                error = PayloadTooBig(str(value))
+                self._emit(ErrorEvent("error", self, error, str(error)))
+                reported = True
+            elif kind == _WAKE:
+                self._deliver_held()
+            else:
+                break
+        code, reason = conn._final or (1006, "")
+        if conn._close_received and not conn._failed and not conn._terminated:
+            # As in the browser: the code and reason of the close frame received
+            # (RFC 6455 7.1.5), also when ours went first.
+            code, reason = conn._remote
+        if conn._failed:
+            # We failed the connection (a protocol error, a message too big): as
+            # in the browser and Bun, "error" says why, then "close" gives 1006.
+            if not reported:
+                self._emit(ErrorEvent("error", self, ConnectionClosed(code, reason), reason))
+            code, reason = 1006, ""
+        with self._lock:
+            self._state = ReadyState.CLOSED
+        self._emit(CloseEvent("close", self, code, reason, conn._clean))
+        self._drain_held()
+
+    def _connecting(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._connecting_sock = sock
+            if self._close_while_connecting:
+                _shut_down(sock)
+
+    def _fail_connect(self, exc: BaseException) -> None:
+        with self._lock:
+            self._state = ReadyState.CLOSED
+        self._emit(ErrorEvent("error", self, exc, str(exc) or type(exc).__name__))
+        self._emit(CloseEvent("close", self, 1006, "", False))
+        self._drain_held()
+
+    def _emit(self, event: Event) -> None:
+        with self._lock:
+            if event.type not in self._seen:
+                if isinstance(event, MessageEvent) and not self._room_to_hold(event):
+                    return
+                self._held[event.type].append(event)
+                return
+            batch = [*self._held[event.type], event]
+            self._held[event.type] = []
+            if event.type == "message":
+                self._held_message_bytes = 0
+            listeners = list(self._listeners[event.type])
+        self._call(listeners, batch)
+
+    def _room_to_hold(self, event: MessageEvent) -> bool:
+        """Count ``event`` in the held messages, or say there is no room (lock held)."""
+        held = len(self._held["message"])
+        data = event.data
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        if held and (held >= INBOX_MAX_MESSAGES or
+                     self._held_message_bytes + size > INBOX_MAX_BYTES):
+            if not self._dropping_logged:
+                self._dropping_logged = True
+                logger.warning("syncws client: no 'message' listener on %s: messages past "
+                               "the first %d bytes are dropped", self.url, INBOX_MAX_BYTES)
+            return False
+        self._held_message_bytes += size
+        return True
+
+    def _deliver_held(self) -> None:
+        with self._lock:
+            ready = [(list(self._listeners[t]), self._held[t]) for t in _EVENT_TYPES
+                     if t in self._seen and self._held[t]]
+            for t in _EVENT_TYPES:
+                if t in self._seen:
+                    self._held[t] = []
+            if "message" in self._seen:
+                self._held_message_bytes = 0
+        for listeners, batch in ready:
+            self._call(listeners, batch)
+
+    def _drain_held(self) -> None:
+        """Deliver held events until none can be; then this thread may end."""
+        while True:
+            with self._lock:
+                if not any(self._held[t] for t in self._seen):
+                    self._dispatching = False
+                    return
+            self._deliver_held()
+
+    def _call(self, listeners: list[Listener], events: list[Event]) -> None:
+        for event in events:
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    # As in the browser: report it and go on with the next listener.
+                    logger.exception("syncws client: exception in a %r listener for %s",
+                                     event.type, self.url)
