@@ -103,8 +103,12 @@ class TopicRegistry(Generic[S]):
         with self._lock:
             snapshot = self._snapshots.get(topic)
             if snapshot is None:
-                snapshot = tuple(self._topics.get(topic, ()))
-                self._snapshots[topic] = snapshot
+                members = self._topics.get(topic)
+                if members is None:
+                    # Not cached: publishes to topics nobody follows (offline
+                    # users, names clients chose) must not fill memory.
+                    return ()
+                snapshot = self._snapshots[topic] = tuple(members)
             return snapshot
 
     def count(self, topic: str) -> int:

@@ -295,3 +295,18 @@ def test_publish_returns_0_when_dropped_for_one_even_if_another_is_backpressured
         release.set()
         first.close()
         second.close()
+
+
+def test_publishing_to_topics_nobody_follows_keeps_nothing() -> None:
+    from syncws._pubsub import TopicRegistry
+
+    registry: TopicRegistry[str] = TopicRegistry()
+    registry.subscribe("alice", "room")
+    for i in range(1000):
+        assert registry.subscribers(f"user:{i}") == ()  # offline users' notifications
+    assert registry.subscribers("room") == ("alice",)
+    registry.unsubscribe("alice", "room")
+    assert registry.subscribers("room") == ()
+    # Nothing is remembered of topics without subscribers (the snapshot cache included).
+    assert registry.topic_count() == 0 and not registry._snapshots
+
