@@ -247,8 +247,10 @@ class EventLoop:
                 fn()
             except Exception:
                 logger.exception("syncws: error in a loop callback")
+        # Only what was queued before this point: a worker that keeps calling
+        # in (or keeps sending, below) must not keep the loop from its reads.
         calls = self._calls
-        while calls:
+        for _ in range(len(calls)):
             try:
                 calls.popleft()()
             except Exception:
@@ -259,7 +261,7 @@ class EventLoop:
             except Exception:
                 logger.exception("syncws: error in a timer")
         flushes = self._flushes
-        while flushes:
+        for _ in range(len(flushes)):
             try:
                 flushes.popleft().flush()
             except Exception:

@@ -100,3 +100,29 @@ def test_waker_wakes_select_and_drains(monkeypatch: pytest.MonkeyPatch, eventfd:
         assert select.select([waker], [], [], 0)[0] == []
     finally:
         waker.close()
+
+
+def test_writes_and_calls_queued_during_a_turn_wait_for_the_next_turn() -> None:
+    """A worker that keeps queueing writes (a handler publishing in a loop) must not
+    keep the loop in one turn: reads, timers and other sockets come in between."""
+    loop = EventLoop()
+    turns: list[str] = []
+
+    class Subscriber:
+        def flush(self) -> None:
+            turns.append("flush")
+            loop.request_flush(self)  # a publish queued more while we wrote
+
+    def call() -> None:
+        turns.append("call")
+        loop.call_soon_threadsafe(call)
+
+    try:
+        loop.request_flush(Subscriber())
+        loop.call_soon_threadsafe(call)
+        loop.run_once()
+        loop.run_once()
+        assert turns == ["call", "flush", "call", "flush"]
+    finally:
+        loop.selector.close()
+        loop.waker.close()
