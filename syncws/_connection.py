@@ -207,6 +207,7 @@ class SocketConnection:
             self.loop.unregister(self.sock)
             self.interest = 0
         self.closed = True
+        self.loop.timers.cancel(self)
         with contextlib.suppress(OSError):
             self.sock.close()
         with self.lock:

@@ -90,6 +90,7 @@ class TlsHandshake:
         else:
             self.loop.unregister(self.sock)
             self.closed = True
+            self.loop.timers.cancel(self)
             self.server._tls_ready(self, self.sock)
 
     def on_timer(self, now: float) -> None:
@@ -103,6 +104,7 @@ class TlsHandshake:
             return
         self.closed = True
         self.loop.unregister(self.sock)
+        self.loop.timers.cancel(self)
         with contextlib.suppress(OSError):
             self.sock.close()
         self.server._http_finished(self)

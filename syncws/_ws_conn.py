@@ -729,6 +729,11 @@ class WsConnection(SocketConnection):
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
         self.close_socket()
+        # The compression state is most of a connection's memory (~130 KB with
+        # context takeover), and user code may hold its ServerWebSocket for long.
+        self.deflate = None
+        if self.proto.extensions:
+            self.proto = FrameProtocol(client=False, extensions=[])
         # Last: the close handler is queued before the server may wind down its pool.
         self.server._ws_finished(self)
 

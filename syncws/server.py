@@ -150,7 +150,9 @@ class Server(Generic[T]):
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((hostname, port))
-            sock.listen(1024)
+            # The kernel caps it at net.core.somaxconn: a connection storm waits in
+            # the queue rather than in SYN retries (1 s, then 3 s).
+            sock.listen(socket.SOMAXCONN)
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -527,6 +529,7 @@ class Server(Generic[T]):
         decision = req._upgrade
         assert decision is not None and self._ws_config is not None
         self._http_conns.discard(http)
+        self._loop.timers.cancel(http)  # its request deadline is over
         deflate_config = self._ws_config.deflate
         agreement = None if deflate_config is None else negotiate(
             req.headers.get_all("sec-websocket-extensions"), deflate_config)

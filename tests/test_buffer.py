@@ -90,3 +90,38 @@ def test_timer_queue_fires_earliest_and_skips_superseded() -> None:
     assert a.timer_at is None and b.timer_at is None
     assert timers.pop_due(100.0) == []  # the stale 10.0 entry for a never fires
     assert timers.next_deadline() is None
+
+
+def test_cancelled_targets_fire_never_and_are_let_go_of() -> None:
+    import gc
+    import weakref
+
+    timers = TimerQueue()
+    keep = [Target(f"live{i}") for i in range(10)]
+    for i, target in enumerate(keep):
+        timers.arm(target, 100.0 + i)
+    gone = [Target(f"gone{i}") for i in range(200)]
+    refs = [weakref.ref(target) for target in gone]
+    for target in gone:
+        timers.arm(target, 60.0)
+        timers.arm(target, 5.0)  # supersedes: two entries per target
+    for target in gone:
+        timers.cancel(target)
+        assert target.timer_at is None
+    del gone, target
+    gc.collect()
+    # A closed connection must not wait in the heap for its deadline a minute away.
+    assert sum(ref() is not None for ref in refs) <= 64
+    assert len(timers) <= 2 * 64 + len(keep)
+    assert timers.pop_due(99.0) == []
+    assert timers.pop_due(200.0) == keep
+
+
+def test_cancel_is_a_no_op_for_a_target_not_armed() -> None:
+    timers = TimerQueue()
+    a = Target("a")
+    timers.cancel(a)
+    timers.arm(a, 1.0)
+    assert timers.pop_due(1.0) == [a]
+    timers.cancel(a)  # already fired
+    assert timers.next_deadline() is None and len(timers) == 0
