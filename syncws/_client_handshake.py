@@ -157,7 +157,8 @@ def parse_url(url: object) -> Target:
         port = default_port
     elif port == 0:
         raise ValueError(f"url {url!r} has port 0")
-    ipv6 = ":" in host
+    # urllib checks what is between brackets only from Python 3.11.4 on.
+    ipv6 = ":" in host or parts.netloc.startswith("[")
     if ipv6:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])

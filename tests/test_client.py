@@ -195,7 +195,7 @@ def test_http_urls_stand_for_ws_as_in_bun(make_server: Any) -> None:
 @pytest.mark.parametrize("url", [
     "ftp://example.com/", "example.com", "http://", "file:///tmp/x",
     "ws://", "ws:///path", "ws://example.com/#frag", "ws://example.com:99999/",
-    "ws://example.com:abc/", "ws://[::1/", "ws://[not-ipv6]/", "ws://user:pw@example.com/",
+    "ws://example.com:abc/", "ws://[::1/", "ws://[not-ipv6]/", "ws://[127.0.0.1]:80/", "ws://user:pw@example.com/",
     "ws://exa mple.com/", "",
 ])
 def test_bad_urls_raise_value_error(url: str) -> None:
