@@ -362,17 +362,18 @@ class WebSocket:
                 self._deliver_held()
             else:
                 break
-        code, reason = conn._final or (1006, "")
-        if conn._close_received and not conn._failed and not conn._terminated:
-            # As in the browser: the code and reason of the close frame received
-            # (RFC 6455 7.1.5), also when ours went first.
-            code, reason = conn._remote
+        # As in the browser (RFC 6455 7.1.5): the code and reason of the close
+        # frame received, also when ours went first; 1006 when none came, even
+        # after our own close() (the blocking client's close_code differs).
+        code, reason = 1006, ""
         if conn._failed:
             # We failed the connection (a protocol error, a message too big): as
             # in the browser and Bun, "error" says why, then "close" gives 1006.
             if not reported:
-                self._emit(ErrorEvent("error", self, ConnectionClosed(code, reason), reason))
-            code, reason = 1006, ""
+                failed_code, why = conn._final or (1006, "")
+                self._emit(ErrorEvent("error", self, ConnectionClosed(failed_code, why), why))
+        elif conn._close_received and not conn._terminated:
+            code, reason = conn._remote
         with self._lock:
             self._state = ReadyState.CLOSED
         self._emit(CloseEvent("close", self, code, reason, conn._clean))

@@ -756,6 +756,31 @@ def test_event_close_gives_the_code_the_server_answered_with() -> None:
     assert events == [(1001, "going away", True)]
 
 
+def test_event_close_without_a_close_frame_back_gives_1006_after_our_close() -> None:
+    """RFC 6455 7.1.5, as in browsers: no close frame received, 1006 "", whatever
+    code our close() sent (the blocking client's close_code stays our own)."""
+    seen: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        seen.append(read_client_frame(sock))  # then the TCP drop, no close frame
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    ws.add_event_listener("open", lambda event: ws.close(4001, "bye"))
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    assert seen[0][3] == struct.pack("!H", 4001) + b"bye"
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+
+    raw = RawServer(script)
+    blocking = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    blocking.close(4001, "bye")
+    raw.join()
+    assert (blocking.close_code, blocking.close_reason) == (4001, "bye")
+
+
 def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once() -> None:
     """close() while CONNECTING abandons the handshake now, not at its 10 s timeout."""
     request_seen, release = threading.Event(), threading.Event()
@@ -1451,7 +1476,8 @@ def test_event_api_close_never_blocks_behind_a_stuck_send(
         assert returns_within(wait(1), ws.close, 4001, "bye"), "WebSocket.close() blocked"
         assert ws.ready_state is syncws.ReadyState.CLOSING
         assert recorder.closed.wait(wait(5))
-        assert recorder.events == [("open",), ("close", 4001, "bye", False)]
+        # The server never answered with a close frame: 1006, as in browsers.
+        assert recorder.events == [("open",), ("close", 1006, "", False)]
 
 
 def test_server_close_then_a_trickle_without_tcp_close_ends_at_the_deadline(
