@@ -7,6 +7,7 @@ threads and the connection that follows.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -228,6 +229,17 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
+def shut_down(sock: socket.socket | None) -> None:
+    """Wake whatever blocks on ``sock``; safe from any thread, also for TLS.
+
+    ``SSLSocket.shutdown`` would also drop the TLS state under the thread
+    that is using it; the descriptor's own shutdown leaves that alone.
+    """
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotocols: list[str],
                     timeout: float | None, deflate: bool, ssl: ssl_module.SSLContext | None,
                     on_socket: Callable[[socket.socket], None] | None = None,
@@ -235,7 +247,8 @@ def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotoc
     """Connect, run TLS if ``wss``, and complete the opening handshake. Blocks.
 
     ``on_socket`` gets the socket once connected (and again once wrapped in
-    TLS): shutting it down from another thread abandons the handshake.
+    TLS, before its handshake): ``shut_down(sock)`` from another thread
+    abandons the handshake.
 
     Raises ``OSError`` (e.g. ``ConnectionRefusedError``) when the server cannot
     be reached, ``ssl.SSLError`` (``ssl.SSLCertVerificationError`` for an
@@ -252,9 +265,13 @@ def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotoc
         if target.secure:
             context = ssl if ssl is not None else ssl_module.create_default_context()
             sock.settimeout(_remaining(deadline))
-            sock = context.wrap_socket(sock, server_hostname=target.host)
+            # wrap_socket moves the descriptor to the TLS socket: hand that one
+            # over before its handshake, so that shutting it down can end it.
+            sock = context.wrap_socket(sock, server_hostname=target.host,
+                                       do_handshake_on_connect=False)
             if on_socket is not None:
                 on_socket(sock)
+            sock.do_handshake()
         result = _handshake(sock, target, headers, subprotocols, deflate, deadline)
         sock.settimeout(None)
         return result

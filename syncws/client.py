@@ -18,7 +18,6 @@ socket under a lock, from whichever thread calls ``send``.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import secrets
@@ -43,6 +42,7 @@ from ._client_handshake import (
     normalize_subprotocols,
     open_connection,
     parse_url,
+    shut_down,
 )
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_masked_frame
 from ._http import Headers
@@ -374,8 +374,7 @@ class ClientWebSocket:
 
     def _abort(self) -> None:
         """Shut the socket down; the reader then finishes the connection."""
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        shut_down(self._sock)
 
     # -- writing (any thread) -----------------------------------------------
 
@@ -636,9 +635,3 @@ def _connect(url: str, *, headers: object, subprotocols: object, timeout: float 
                            extensions=result.extensions_header, trailing=result.trailing,
                            max_payload_length=max_payload_length, inbox=inbox)
 
-
-def _shut_down(sock: socket.socket | None) -> None:
-    """Wake whatever blocks on ``sock`` (a handshake under way): any thread."""
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)

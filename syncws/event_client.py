@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, overload
 
 from . import _frames
-from ._client_handshake import HeaderArg, normalize_headers, normalize_subprotocols, parse_url
+from ._client_handshake import (
+    HeaderArg,
+    normalize_headers,
+    normalize_subprotocols,
+    parse_url,
+    shut_down,
+)
 from ._frames import OP_PING, OP_PONG
 from .client import (
     _MESSAGE,
@@ -36,7 +42,6 @@ from .client import (
     _check_options,
     _connect,
     _Inbox,
-    _shut_down,
 )
 from .exceptions import ConnectionClosed, InvalidStateError, PayloadTooBig
 from .types import ReadyState
@@ -297,7 +302,7 @@ class WebSocket:
             if state is ReadyState.CONNECTING:
                 self._close_while_connecting = True
                 self._state = ReadyState.CLOSING
-                _shut_down(self._connecting_sock)  # the event thread then reports at once
+                shut_down(self._connecting_sock)  # the event thread then reports at once
                 return None
             if state is not ReadyState.OPEN or conn is None or \
                     conn.ready_state is not ReadyState.OPEN:
@@ -383,7 +388,7 @@ class WebSocket:
         with self._lock:
             self._connecting_sock = sock
             if self._close_while_connecting:
-                _shut_down(sock)
+                shut_down(sock)
 
     def _fail_connect(self, exc: BaseException) -> None:
         with self._lock:

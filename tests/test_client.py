@@ -891,6 +891,37 @@ def test_untrusted_certificate_is_refused_by_default(ws_peer: Any, tls: dict[str
         syncws.connect(f"wss://127.0.0.1:{port}/", timeout=wait(5))
 
 
+def test_event_close_during_the_tls_handshake_ends_at_once(tls: dict[str, Any]) -> None:
+    """wss:// too: the TLS socket (which took over the descriptor) is the one shut down."""
+    hello_seen, release = threading.Event(), threading.Event()
+    events: list[tuple[str, Any]] = []
+    closed = threading.Event()
+
+    def silent(listener: socket.socket) -> None:
+        with listener:
+            sock, _ = listener.accept()
+            with sock:
+                if sock.recv(4096):  # the ClientHello, never answered
+                    hello_seen.set()
+                release.wait(wait(20))
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(target=silent, args=(listener,), daemon=True)
+    server.start()
+    ws = syncws.WebSocket(f"wss://127.0.0.1:{listener.getsockname()[1]}/", ssl=tls["client"])
+    ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+    ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
+                                                  closed.set()))
+    try:
+        assert hello_seen.wait(wait(5))
+        ws.close()
+        assert closed.wait(wait(2))  # (before: at the handshake's 10 s timeout)
+    finally:
+        release.set()
+        server.join(wait(5))
+    assert events == [("error", "closed before the connection opened"), ("close", 1006)]
+
+
 # -- the event API (syncws.WebSocket) --------------------------------------------------
 
 class Recorder:
