@@ -26,7 +26,7 @@ import ssl as ssl_module
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Final, cast
 
@@ -35,6 +35,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed, RsvBits
 
 from . import _frames
 from ._client_handshake import (
+    Cancel,
     HeaderArg,
     Target,
     bounded_deflate,
@@ -620,14 +621,13 @@ def connect(url: str, *, headers: HeaderArg | None = None,
 def _connect(url: str, *, headers: object, subprotocols: object, timeout: float | None,
              per_message_deflate: bool, ssl: ssl_module.SSLContext | None,
              max_payload_length: int, inbox: _Inbox | None = None,
-             argument: str = "subprotocols",
-             on_socket: Callable[[socket.socket], None] | None = None) -> ClientWebSocket:
+             argument: str = "subprotocols", cancel: Cancel | None = None) -> ClientWebSocket:
     target = parse_url(url)
     extra = normalize_headers(headers)
     offered = normalize_subprotocols(subprotocols, argument)
     _check_options(timeout, max_payload_length, per_message_deflate, ssl, target)
     result = open_connection(target, headers=extra, subprotocols=offered, timeout=timeout,
-                             deflate=per_message_deflate, ssl=ssl, on_socket=on_socket)
+                             deflate=per_message_deflate, ssl=ssl, cancel=cancel)
     logger.debug("syncws client: connected to %s (protocol %r, extensions %r)", url,
                  result.protocol, result.extensions_header)
     return ClientWebSocket(result.sock, url=url, protocol=result.protocol,

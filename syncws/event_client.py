@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import socket
 import ssl as ssl_module
 import threading
 from collections.abc import Callable
@@ -24,11 +23,11 @@ from typing import Any, Final, Literal, overload
 
 from . import _frames
 from ._client_handshake import (
+    Cancel,
     HeaderArg,
     normalize_headers,
     normalize_subprotocols,
     parse_url,
-    shut_down,
 )
 from ._frames import OP_PING, OP_PONG
 from .client import (
@@ -146,8 +145,7 @@ class WebSocket:
         self._state = ReadyState.CONNECTING
         self._conn: ClientWebSocket | None = None
         self._close_while_connecting = False
-        # The socket of the handshake under way, so that close() can abandon it.
-        self._connecting_sock: socket.socket | None = None
+        self._cancel = Cancel()  # close() abandons the opening handshake with it
         self._inbox = _Inbox()
         self._thread_name = f"syncws-client-{next(_client_ids)}"
         self._dispatching = True
@@ -302,7 +300,7 @@ class WebSocket:
             if state is ReadyState.CONNECTING:
                 self._close_while_connecting = True
                 self._state = ReadyState.CLOSING
-                shut_down(self._connecting_sock)  # the event thread then reports at once
+                self._cancel.cancel()  # the event thread then reports at once
                 return None
             if state is not ReadyState.OPEN or conn is None or \
                     conn.ready_state is not ReadyState.OPEN:
@@ -334,7 +332,7 @@ class WebSocket:
                             timeout=10, per_message_deflate=False, ssl=self._ssl,
                             max_payload_length=self._max_payload_length,
                             inbox=self._inbox, argument="protocols",
-                            on_socket=self._connecting)
+                            cancel=self._cancel)
         except Exception as exc:
             logger.debug("syncws client: connecting to %s failed: %r", self.url, exc)
             if self._close_while_connecting:
@@ -342,7 +340,6 @@ class WebSocket:
             self._fail_connect(exc)
             return
         with self._lock:
-            self._connecting_sock = None
             self._conn = conn
             abandoned = self._close_while_connecting
             if not abandoned:
@@ -383,12 +380,6 @@ class WebSocket:
             self._state = ReadyState.CLOSED
         self._emit(CloseEvent("close", self, code, reason, conn._clean))
         self._drain_held()
-
-    def _connecting(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connecting_sock = sock
-            if self._close_while_connecting:
-                shut_down(sock)
 
     def _fail_connect(self, exc: BaseException) -> None:
         with self._lock:

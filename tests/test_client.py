@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import selectors
 import signal
 import socket
 import ssl
@@ -802,6 +803,55 @@ def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once()
     release.set()
     raw.join()
     assert events == [("error", "closed before the connection opened"), ("close", 1006)]
+
+
+@contextlib.contextmanager
+def port_that_never_answers_a_connect() -> Iterator[int]:
+    """A listener whose accept queue is full, so the kernel drops new SYNs."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(64):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            with selectors.DefaultSelector() as selector:
+                selector.register(filler, selectors.EVENT_WRITE)
+                if not selector.select(0.2):
+                    break  # this SYN went unanswered: the queue is full
+        else:
+            pytest.skip("the kernel accepted every connection")
+        yield address[1]
+
+
+def test_event_close_while_the_tcp_connect_is_pending_ends_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutting a socket down does not end its connect() on Linux: the connect is cancelled."""
+    events: list[tuple[str, Any]] = []
+    connecting, closed = threading.Event(), threading.Event()
+    with port_that_never_answers_a_connect() as port:
+        def spy(original: Callable[[socket.socket, Any], Any]) -> Callable[..., Any]:
+            def call(sock: socket.socket, address: Any) -> Any:
+                if address[1] == port:
+                    connecting.set()
+                return original(sock, address)
+            return call
+
+        for name in ("connect", "connect_ex"):  # the client's socket, whichever it calls
+            monkeypatch.setattr(socket.socket, name, spy(getattr(socket.socket, name)))
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{port}/")
+        ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+        ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
+                                                      closed.set()))
+        assert connecting.wait(wait(5))
+        ws.close()
+        assert closed.wait(wait(2))  # (before: at the handshake's 10 s timeout)
+        assert events == [("error", "closed before the connection opened"), ("close", 1006)]
+        # The blocking client's timeout still covers the TCP connect.
+        with pytest.raises(TimeoutError):
+            syncws.connect(f"ws://127.0.0.1:{port}/", timeout=0.3)
 
 
 def test_protocol_error_closes_with_1002() -> None:
