@@ -6,8 +6,10 @@
     ws.add_event_listener("open", lambda event: ws.send("Hello"))
     ws.add_event_listener("message", lambda event: print(event.data))
 
-One thread per connection connects, then turns what the blocking client
-(:mod:`syncws.client`) receives into events and calls the listeners.
+Per connection, a daemon thread connects and then reads (the blocking
+client's read loop, :mod:`syncws.client`), another waits to finish a closing
+handshake, and one non-daemon thread turns what is received into events and
+calls the listeners. All three start in the constructor.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .client import (
     INBOX_MAX_MESSAGES,
     ClientWebSocket,
     _check_options,
+    _Closer,
     _connect,
     _Inbox,
 )
@@ -93,10 +96,10 @@ Listener = Callable[[Any], object]
 class WebSocket:
     """A WebSocket client in the style of the browser's and Bun's ``WebSocket``.
 
-    Construction returns at once; connecting, and every event, happen on one
-    background (non-daemon) thread per connection, named ``syncws-client-N``,
-    which keeps the process alive until the connection is closed, as a Bun
-    script stays alive. Listeners run on that thread, one at a time and in
+    Construction returns at once; connecting happens in the background, and
+    every event on one (non-daemon) thread per connection, named
+    ``syncws-client-N``, which keeps the process alive until the connection
+    is closed, as a Bun script stays alive. Listeners run on that thread, one at a time and in
     order: "open", then "message"s, then "close"; "error" comes before the
     "close" of a failed connection, which then has code 1006 (as in the
     browser; the "error" says what went wrong). Events of a type nobody
@@ -149,7 +152,17 @@ class WebSocket:
         self._inbox = _Inbox()
         self._thread_name = f"syncws-client-{next(_client_ids)}"
         self._dispatching = True
+        # Every thread the connection needs starts now: Python 3.12.0 and 3.12.1
+        # refuse to start one once the main thread has ended, and a Bun-style
+        # script ends it right after adding its listeners.
+        self._connected = threading.Event()
+        self._connect_error: BaseException | None = None
+        self._closer = _Closer(f"{self._thread_name}-closer")
+        reader = threading.Thread(target=self._connect_and_read,
+                                  name=f"{self._thread_name}-reader", daemon=True)
         self._thread = threading.Thread(target=self._run, name=self._thread_name)
+        self._closer.thread.start()
+        reader.start()
         self._thread.start()
 
     # -- public API --------------------------------------------------------
@@ -274,7 +287,7 @@ class WebSocket:
         payload = b"" if code is None else _frames.close_payload(code, reason)
         conn = self._begin_closing()
         if conn is not None:
-            conn._start_close(code, reason, payload, wait=False)
+            conn._start_close(code, reason, payload)
 
     def terminate(self) -> None:
         """Drop the TCP connection at once, without a closing handshake (as in Bun).
@@ -326,29 +339,42 @@ class WebSocket:
 
     # -- the event thread ---------------------------------------------------
 
-    def _run(self) -> None:
+    def _connect_and_read(self) -> None:
+        """The reader thread: connect, then read until the connection ends."""
         try:
             conn = _connect(self.url, headers=self._headers, subprotocols=self._protocols,
                             timeout=10, per_message_deflate=False, ssl=self._ssl,
                             max_payload_length=self._max_payload_length,
-                            inbox=self._inbox, argument="protocols",
-                            cancel=self._cancel)
-        except Exception as exc:
+                            inbox=self._inbox, argument="protocols", cancel=self._cancel,
+                            closer=self._closer, start_reader=False)
+        except BaseException as exc:  # whatever it is, the event thread must hear of it
             logger.debug("syncws client: connecting to %s failed: %r", self.url, exc)
-            if self._close_while_connecting:
-                exc = ConnectionAbortedError("closed before the connection opened")
-            self._fail_connect(exc)
+            self._connect_error = exc
+            self._closer.end()
+            self._connected.set()
             return
         with self._lock:
             self._conn = conn
-            abandoned = self._close_while_connecting
-            if not abandoned:
+            if self._close_while_connecting:
+                self._connect_error = ConnectionAbortedError("closed before the connection opened")
+                conn._abort()
+            else:
                 self._state = ReadyState.OPEN
-        if abandoned:
-            conn._abort()
-            conn._done.wait()
-            self._fail_connect(ConnectionAbortedError("closed before the connection opened"))
+        self._connected.set()
+        conn._run_reader()
+
+    def _run(self) -> None:
+        """The event thread: "open" (or the connect's "error"), then what the reader receives."""
+        self._connected.wait()
+        conn, error = self._conn, self._connect_error
+        if error is not None:
+            if conn is not None:
+                conn._done.wait()  # abandoned just after the handshake: let it end first
+            if self._close_while_connecting:
+                error = ConnectionAbortedError("closed before the connection opened")
+            self._fail_connect(error)
             return
+        assert conn is not None
         self._emit(Event("open", self))
         reported = False
         while True:

@@ -1390,6 +1390,62 @@ def test_script_with_only_listeners_stays_alive_until_close(make_server: Any) ->
     assert proc.returncode == 0
 
 
+@pytest.fixture
+def client_threads_cannot_start_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """As on Python 3.12.0-3.12.1 once the main thread has ended (a Bun-style script):
+    a thread the event client starts refuses to start; returns what was refused."""
+    refused: list[str] = []
+    start = threading.Thread.start
+
+    def refusing_start(thread: threading.Thread) -> None:
+        starter = threading.current_thread().name
+        if starter.startswith(("syncws-client-", "syncws-reader-")):
+            refused.append(f"{starter} started {thread.name}")
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing_start)
+    return refused
+
+
+def test_event_client_starts_no_thread_after_its_constructor(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch,
+        client_threads_cannot_start_threads: list[str]) -> None:
+    """Connecting, reading, close() from a listener, the server's close and the
+    close timeout all run on the threads the constructor started."""
+    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
+    server = make_server(lambda req, srv: srv.upgrade(req, data=req.path == "/server"),
+                         {"open": lambda ws: ws.close(4002, "srv-bye") if ws.data
+                          else ws.send("hi"), "message": lambda ws, m: None})
+
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    recorder = Recorder(ws, on_message=lambda event: ws.close(4000, "bye"))
+    assert recorder.closed.wait(wait(5))
+    assert recorder.events == [("open",), ("message", "hi"), ("close", 4000, "bye", True)]
+
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/server")
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(5))
+    assert recorder.events == [("open",), ("close", 4002, "srv-bye", True)]
+
+    seen: list[Any] = []
+
+    def stalls(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        seen.append(read_client_frame(sock))
+        seen.append(sock.recv(1))  # b"": the client dropped the connection at its deadline
+
+    raw = RawServer(stalls)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    ws.add_event_listener("open", lambda event: ws.close(4001))
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    assert seen == [(0x8, True, seen[0][2], struct.pack("!H", 4001)), b""]
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+    assert client_threads_cannot_start_threads == []
+
+
 def test_client_example(make_server: Any) -> None:
     seen: dict[str, Any] = {}
 
