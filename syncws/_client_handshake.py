@@ -7,13 +7,18 @@ threads and the connection that follows.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import ipaddress
 import logging
+import os
 import secrets
+import selectors
 import socket
 import ssl as ssl_module
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -157,7 +162,8 @@ def parse_url(url: object) -> Target:
         port = default_port
     elif port == 0:
         raise ValueError(f"url {url!r} has port 0")
-    ipv6 = ":" in host
+    # urllib checks what is between brackets only from Python 3.11.4 on.
+    ipv6 = ":" in host or parts.netloc.startswith("[")
     if ipv6:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
@@ -227,14 +233,104 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
+def shut_down(sock: socket.socket | None) -> None:
+    """Wake whatever blocks on ``sock``; safe from any thread, also for TLS.
+
+    ``SSLSocket.shutdown`` would also drop the TLS state under the thread
+    that is using it; the descriptor's own shutdown leaves that alone.
+    """
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# How often a pending TCP connect looks whether it was cancelled.
+_CONNECT_SLICE = 0.05
+
+
+class Cancel:
+    """Lets another thread abandon an opening handshake under way.
+
+    Shutting the socket down ends a TLS or HTTP handshake at once, but not a
+    TCP connect in progress (Linux ignores it there), so the connect also
+    checks ``cancelled`` every ``_CONNECT_SLICE`` seconds.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Any thread: the handshake fails at once (``ConnectionAbortedError`` or an OSError)."""
+        with self._lock:
+            self.cancelled = True
+            shut_down(self._sock)
+
+    def _watch(self, sock: socket.socket | None) -> None:
+        """``sock`` is the one to shut down from now on (None: none)."""
+        with self._lock:
+            self._sock = sock
+            if sock is not None and self.cancelled:
+                raise _cancelled()
+
+
+def _cancelled() -> ConnectionAbortedError:
+    return ConnectionAbortedError("the opening handshake was cancelled")
+
+
+def _connect_tcp(host: str, port: int, deadline: float | None,
+                 cancel: Cancel | None) -> socket.socket:
+    """``socket.create_connection``, but with one deadline for every address, and cancellable."""
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port,
+                                                               type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            if cancel is not None:
+                cancel._watch(sock)
+            _connect_one(sock, address, deadline, cancel)
+            return sock
+        except (TimeoutError, ConnectionAbortedError):
+            sock.close()
+            raise  # no time left for another address, or nobody wants one
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+        finally:
+            if cancel is not None:
+                cancel._watch(None)
+    if errors:
+        raise errors[0]
+    raise OSError(f"getaddrinfo returned no address for {host!r}")
+
+
+def _connect_one(sock: socket.socket, address: Any, deadline: float | None,
+                 cancel: Cancel | None) -> None:
+    sock.setblocking(False)
+    error = sock.connect_ex(address)
+    if error in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_WRITE)
+            while True:
+                left = _remaining(deadline)
+                if cancel is not None:
+                    if cancel.cancelled:
+                        raise _cancelled()
+                    left = _CONNECT_SLICE if left is None else min(left, _CONNECT_SLICE)
+                if selector.select(left):
+                    break
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise OSError(error, os.strerror(error))  # ConnectionRefusedError and kin
+
+
 def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotocols: list[str],
                     timeout: float | None, deflate: bool, ssl: ssl_module.SSLContext | None,
-                    on_socket: Callable[[socket.socket], None] | None = None,
-                    ) -> HandshakeResult:
+                    cancel: Cancel | None = None) -> HandshakeResult:
     """Connect, run TLS if ``wss``, and complete the opening handshake. Blocks.
 
-    ``on_socket`` gets the socket once connected (and again once wrapped in
-    TLS): shutting it down from another thread abandons the handshake.
+    ``cancel.cancel()`` from another thread abandons it at once.
 
     Raises ``OSError`` (e.g. ``ConnectionRefusedError``) when the server cannot
     be reached, ``ssl.SSLError`` (``ssl.SSLCertVerificationError`` for an
@@ -242,22 +338,28 @@ def open_connection(target: Target, *, headers: list[tuple[str, str]], subprotoc
     passes, and ``HandshakeError`` when the server answers but refuses.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    sock = socket.create_connection((target.host, target.port), timeout=_remaining(deadline))
+    sock = _connect_tcp(target.host, target.port, deadline, cancel)
     try:
         # Small frames (pongs, chat messages) must not wait for Nagle.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if on_socket is not None:
-            on_socket(sock)
+        sock.settimeout(_remaining(deadline))
+        if cancel is not None:
+            cancel._watch(sock)
         if target.secure:
             context = ssl if ssl is not None else ssl_module.create_default_context()
-            sock.settimeout(_remaining(deadline))
-            sock = context.wrap_socket(sock, server_hostname=target.host)
-            if on_socket is not None:
-                on_socket(sock)
+            # wrap_socket moves the descriptor to the TLS socket: watch that one
+            # before its handshake, so that shutting it down can end it.
+            sock = context.wrap_socket(sock, server_hostname=target.host,
+                                       do_handshake_on_connect=False)
+            if cancel is not None:
+                cancel._watch(sock)
+            sock.do_handshake()
         result = _handshake(sock, target, headers, subprotocols, deflate, deadline)
         sock.settimeout(None)
         return result
     except BaseException:
+        if cancel is not None:
+            cancel._watch(None)  # before close: its descriptor number may be reused
         sock.close()
         raise
 

@@ -10,24 +10,25 @@ The event API of Bun's docs (``syncws.WebSocket``) lives in
 :mod:`syncws.event_client` and runs on this connection underneath.
 
 Threads: every connection has one daemon reader thread that parses frames,
-answers pings and echoes the server's close; received messages wait in a
-bounded inbox, and the reader stops reading the socket while it is full, so
-a fast server cannot fill the client's memory. Writes go straight to the
-socket under a lock, from whichever thread calls ``send``.
+answers pings and echoes the server's close (the event client runs that loop
+on a thread of its own instead); received messages wait in a bounded inbox,
+and the reader stops reading the socket while it is full, so a fast server
+cannot fill the client's memory. Writes go straight to the socket under a
+lock, from whichever thread calls ``send``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import secrets
+import selectors
 import socket
 import ssl as ssl_module
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Final, cast
 
@@ -36,6 +37,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed, RsvBits
 
 from . import _frames
 from ._client_handshake import (
+    Cancel,
     HeaderArg,
     Target,
     bounded_deflate,
@@ -43,6 +45,7 @@ from ._client_handshake import (
     normalize_subprotocols,
     open_connection,
     parse_url,
+    shut_down,
 )
 from ._frames import OP_CLOSE, OP_PING, OP_PONG, encode_masked_frame
 from ._http import Headers
@@ -156,8 +159,13 @@ class ClientWebSocket:
 
     def __init__(self, sock: socket.socket, *, url: str, protocol: str, response_headers: Headers,
                  extension: Extension | None, extensions: str, trailing: bytes,
-                 max_payload_length: int, inbox: _Inbox | None = None) -> None:
-        """Internal: use :func:`connect`."""
+                 max_payload_length: int, inbox: _Inbox | None = None,
+                 closer: _Closer | None = None, start_reader: bool = True) -> None:
+        """Internal: use :func:`connect`.
+
+        The event client passes a ``closer`` and ``start_reader=False`` (it
+        then calls ``_run_reader``): it starts no thread after its constructor.
+        """
         self.url = url
         self.protocol = protocol
         self.response_headers = response_headers
@@ -188,14 +196,19 @@ class ClientWebSocket:
         self._clean = False
         self._pings: list[tuple[bytes, threading.Event]] = []
         self._watchdog: threading.Timer | None = None
+        self._closer = closer
         self._done = threading.Event()
         # Reader-owned: the message being reassembled.
         self._parts: list[str | bytes] = []
         self._size = 0
         self._stop_reading = False
-        self._reader = threading.Thread(target=self._read_loop, args=(trailing,),
-                                        name=f"syncws-reader-{next(_reader_ids)}", daemon=True)
-        self._reader.start()
+        self._trailing = trailing
+        self._reader: threading.Thread | None = None
+        if start_reader:
+            self._reader = threading.Thread(target=self._read_loop,
+                                            name=f"syncws-reader-{next(_reader_ids)}",
+                                            daemon=True)
+            self._reader.start()
 
     # -- public API --------------------------------------------------------
 
@@ -315,8 +328,7 @@ class ClientWebSocket:
         code, reason = self._final or self._local_close or (1006, "")
         return ConnectionClosed(code, reason)
 
-    def _start_close(self, code: int | None, reason: str, payload: bytes, *,
-                     wait: bool = True) -> bool:
+    def _start_close(self, code: int | None, reason: str, payload: bytes) -> bool:
         """Send our close frame unless a close is already under way.
 
         ``code`` None means a close frame without a status (``payload`` is
@@ -324,8 +336,8 @@ class ClientWebSocket:
         (1005 for an empty close frame), or 1006 without an answer.
         Never waits for the peer's answer. The write itself may wait behind
         a send to a peer that stopped reading, at most until the watchdog
-        drops the connection; with ``wait=False`` it happens on a short-lived
-        thread instead, and only the state changes before this returns.
+        drops the connection; with a closer, the closer's thread writes it
+        instead, and only the state changes before this returns.
         """
         with self._state_lock:
             if self._state is not ReadyState.OPEN:
@@ -333,13 +345,11 @@ class ClientWebSocket:
             self._state = ReadyState.CLOSING
             self._local_close = None if code is None else (code, reason)
         self._inbox.unbound()
-        self._arm_watchdog()
-        if wait:
-            self._write_frame(OP_CLOSE, payload, closing=True)
+        if self._closer is not None:
+            self._closer.arm(self, payload)
         else:
-            threading.Thread(target=self._write_frame, args=(OP_CLOSE, payload),
-                             kwargs={"closing": True}, name=f"{self._reader.name}-close",
-                             daemon=True).start()
+            self._arm_watchdog()
+            self._write_frame(OP_CLOSE, payload, closing=True)
         return True
 
     def _arm_watchdog(self) -> None:
@@ -347,6 +357,9 @@ class ClientWebSocket:
 
         Dropping it also frees a writer stuck on a peer that stopped reading.
         """
+        if self._closer is not None:
+            self._closer.arm(self, None)
+            return
         timer = threading.Timer(CLOSE_TIMEOUT, self._abort)
         timer.daemon = True
         with self._state_lock:
@@ -374,8 +387,7 @@ class ClientWebSocket:
 
     def _abort(self) -> None:
         """Shut the socket down; the reader then finishes the connection."""
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        shut_down(self._sock)
 
     # -- writing (any thread) -----------------------------------------------
 
@@ -392,6 +404,23 @@ class ClientWebSocket:
             frame = encode_masked_frame(opcode, payload, secrets.token_bytes(4), rsv1=rsv1)
             if not self._sendall(frame):
                 raise self._closed_error()
+
+    def _write_close_by(self, payload: bytes, deadline: float) -> None:
+        """Our close frame, unless ``deadline`` passes first (the closer's thread).
+
+        That thread must stay free to drop the connection at the deadline, so
+        it waits for the lock and for room in the socket's buffer only so long.
+        """
+        if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return
+        try:
+            if self._close_sent or self._write_failed:
+                return
+            self._close_sent = True
+            if _wait_writable(self._sock, deadline):
+                self._sendall(encode_masked_frame(OP_CLOSE, payload, secrets.token_bytes(4)))
+        finally:
+            self._send_lock.release()
 
     def _write_frame(self, opcode: int, payload: bytes, *, closing: bool = False) -> bool:
         """Write a control frame; False if the connection can no longer take it."""
@@ -418,8 +447,14 @@ class ClientWebSocket:
 
     # -- reading (reader thread) --------------------------------------------
 
-    def _read_loop(self, trailing: bytes) -> None:
+    def _run_reader(self) -> None:
+        """Read the connection on the calling thread until it ends (instead of a reader thread)."""
+        self._reader = threading.current_thread()
+        self._read_loop()
+
+    def _read_loop(self) -> None:
         try:
+            trailing, self._trailing = self._trailing, b""
             if trailing:
                 self._feed(trailing)
             while not self._stop_reading:
@@ -562,11 +597,69 @@ class ClientWebSocket:
             watchdog = self._watchdog
         if watchdog is not None:
             watchdog.cancel()
+        if self._closer is not None:
+            self._closer.end()
         logger.debug("syncws client: %s closed: %d %s (clean: %s)", self.url, final[0],
                      final[1], self._clean)
         self._inbox.end()
         self._done.set()
 
+
+def _wait_writable(sock: socket.socket, deadline: float) -> bool:
+    """Whether ``sock`` can take a small write before ``deadline``."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE)
+        return bool(selector.select(max(0.0, deadline - time.monotonic())))
+
+
+class _Closer:
+    """Closing work for the event client, on a thread that waits from the start.
+
+    The event client starts no thread once constructed (Python 3.12.0 and
+    3.12.1 refuse new threads once the main thread has ended, which is how a
+    Bun-style script runs), so this thread does what the blocking client
+    starts threads for: it writes ``close()``'s frame off the caller's
+    thread, and drops the connection ``CLOSE_TIMEOUT`` after a close began.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._conn: ClientWebSocket | None = None
+        self._frame: bytes | None = None
+        self._deadline = 0.0
+        self._ended = False
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def arm(self, conn: ClientWebSocket, frame: bytes | None) -> None:
+        """A close began; ``frame`` is our close frame's payload to write, if any.
+
+        Only the first call counts: a later one comes from the reader, which
+        writes its own close frame (an echo, or a failure's).
+        """
+        with self._cond:
+            if self._conn is None and not self._ended:
+                self._conn, self._frame = conn, frame
+                self._deadline = time.monotonic() + CLOSE_TIMEOUT
+                self._cond.notify_all()
+
+    def end(self) -> None:
+        """The connection is over (or never opened): the thread may finish."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._conn is None and not self._ended:
+                self._cond.wait()
+            conn, frame, deadline = self._conn, self._frame, self._deadline
+        if conn is None:
+            return
+        if frame is not None:
+            conn._write_close_by(frame, deadline)
+        if not conn._done.wait(max(0.0, deadline - time.monotonic())):
+            logger.debug("syncws client: no closing handshake from %s; dropping", conn.url)
+            conn._abort()
 
 
 def _check_options(timeout: object, max_payload_length: object, per_message_deflate: object,
@@ -621,24 +714,19 @@ def connect(url: str, *, headers: HeaderArg | None = None,
 def _connect(url: str, *, headers: object, subprotocols: object, timeout: float | None,
              per_message_deflate: bool, ssl: ssl_module.SSLContext | None,
              max_payload_length: int, inbox: _Inbox | None = None,
-             argument: str = "subprotocols",
-             on_socket: Callable[[socket.socket], None] | None = None) -> ClientWebSocket:
+             argument: str = "subprotocols", cancel: Cancel | None = None,
+             closer: _Closer | None = None, start_reader: bool = True) -> ClientWebSocket:
     target = parse_url(url)
     extra = normalize_headers(headers)
     offered = normalize_subprotocols(subprotocols, argument)
     _check_options(timeout, max_payload_length, per_message_deflate, ssl, target)
     result = open_connection(target, headers=extra, subprotocols=offered, timeout=timeout,
-                             deflate=per_message_deflate, ssl=ssl, on_socket=on_socket)
+                             deflate=per_message_deflate, ssl=ssl, cancel=cancel)
     logger.debug("syncws client: connected to %s (protocol %r, extensions %r)", url,
                  result.protocol, result.extensions_header)
     return ClientWebSocket(result.sock, url=url, protocol=result.protocol,
                            response_headers=result.headers, extension=result.extension,
                            extensions=result.extensions_header, trailing=result.trailing,
-                           max_payload_length=max_payload_length, inbox=inbox)
+                           max_payload_length=max_payload_length, inbox=inbox,
+                           closer=closer, start_reader=start_reader)
 
-
-def _shut_down(sock: socket.socket | None) -> None:
-    """Wake whatever blocks on ``sock`` (a handshake under way): any thread."""
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)

@@ -6,8 +6,10 @@
     ws.add_event_listener("open", lambda event: ws.send("Hello"))
     ws.add_event_listener("message", lambda event: print(event.data))
 
-One thread per connection connects, then turns what the blocking client
-(:mod:`syncws.client`) receives into events and calls the listeners.
+Per connection, a daemon thread connects and then reads (the blocking
+client's read loop, :mod:`syncws.client`), another waits to finish a closing
+handshake, and one non-daemon thread turns what is received into events and
+calls the listeners. All three start in the constructor.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import socket
 import ssl as ssl_module
 import threading
 from collections.abc import Callable
@@ -23,7 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, overload
 
 from . import _frames
-from ._client_handshake import HeaderArg, normalize_headers, normalize_subprotocols, parse_url
+from ._client_handshake import (
+    Cancel,
+    HeaderArg,
+    normalize_headers,
+    normalize_subprotocols,
+    parse_url,
+)
 from ._frames import OP_PING, OP_PONG
 from .client import (
     _MESSAGE,
@@ -34,9 +41,9 @@ from .client import (
     INBOX_MAX_MESSAGES,
     ClientWebSocket,
     _check_options,
+    _Closer,
     _connect,
     _Inbox,
-    _shut_down,
 )
 from .exceptions import ConnectionClosed, InvalidStateError, PayloadTooBig
 from .types import ReadyState
@@ -89,10 +96,10 @@ Listener = Callable[[Any], object]
 class WebSocket:
     """A WebSocket client in the style of the browser's and Bun's ``WebSocket``.
 
-    Construction returns at once; connecting, and every event, happen on one
-    background (non-daemon) thread per connection, named ``syncws-client-N``,
-    which keeps the process alive until the connection is closed, as a Bun
-    script stays alive. Listeners run on that thread, one at a time and in
+    Construction returns at once; connecting happens in the background, and
+    every event on one (non-daemon) thread per connection, named
+    ``syncws-client-N``, which keeps the process alive until the connection
+    is closed, as a Bun script stays alive. Listeners run on that thread, one at a time and in
     order: "open", then "message"s, then "close"; "error" comes before the
     "close" of a failed connection, which then has code 1006 (as in the
     browser; the "error" says what went wrong). Events of a type nobody
@@ -141,12 +148,21 @@ class WebSocket:
         self._state = ReadyState.CONNECTING
         self._conn: ClientWebSocket | None = None
         self._close_while_connecting = False
-        # The socket of the handshake under way, so that close() can abandon it.
-        self._connecting_sock: socket.socket | None = None
+        self._cancel = Cancel()  # close() abandons the opening handshake with it
         self._inbox = _Inbox()
         self._thread_name = f"syncws-client-{next(_client_ids)}"
         self._dispatching = True
+        # Every thread the connection needs starts now: Python 3.12.0 and 3.12.1
+        # refuse to start one once the main thread has ended, and a Bun-style
+        # script ends it right after adding its listeners.
+        self._connected = threading.Event()
+        self._connect_error: BaseException | None = None
+        self._closer = _Closer(f"{self._thread_name}-closer")
+        reader = threading.Thread(target=self._connect_and_read,
+                                  name=f"{self._thread_name}-reader", daemon=True)
         self._thread = threading.Thread(target=self._run, name=self._thread_name)
+        self._closer.thread.start()
+        reader.start()
         self._thread.start()
 
     # -- public API --------------------------------------------------------
@@ -271,7 +287,7 @@ class WebSocket:
         payload = b"" if code is None else _frames.close_payload(code, reason)
         conn = self._begin_closing()
         if conn is not None:
-            conn._start_close(code, reason, payload, wait=False)
+            conn._start_close(code, reason, payload)
 
     def terminate(self) -> None:
         """Drop the TCP connection at once, without a closing handshake (as in Bun).
@@ -297,7 +313,7 @@ class WebSocket:
             if state is ReadyState.CONNECTING:
                 self._close_while_connecting = True
                 self._state = ReadyState.CLOSING
-                _shut_down(self._connecting_sock)  # the event thread then reports at once
+                self._cancel.cancel()  # the event thread then reports at once
                 return None
             if state is not ReadyState.OPEN or conn is None or \
                     conn.ready_state is not ReadyState.OPEN:
@@ -323,30 +339,42 @@ class WebSocket:
 
     # -- the event thread ---------------------------------------------------
 
-    def _run(self) -> None:
+    def _connect_and_read(self) -> None:
+        """The reader thread: connect, then read until the connection ends."""
         try:
             conn = _connect(self.url, headers=self._headers, subprotocols=self._protocols,
                             timeout=10, per_message_deflate=False, ssl=self._ssl,
                             max_payload_length=self._max_payload_length,
-                            inbox=self._inbox, argument="protocols",
-                            on_socket=self._connecting)
-        except Exception as exc:
+                            inbox=self._inbox, argument="protocols", cancel=self._cancel,
+                            closer=self._closer, start_reader=False)
+        except BaseException as exc:  # whatever it is, the event thread must hear of it
             logger.debug("syncws client: connecting to %s failed: %r", self.url, exc)
-            if self._close_while_connecting:
-                exc = ConnectionAbortedError("closed before the connection opened")
-            self._fail_connect(exc)
+            self._connect_error = exc
+            self._closer.end()
+            self._connected.set()
             return
         with self._lock:
-            self._connecting_sock = None
             self._conn = conn
-            abandoned = self._close_while_connecting
-            if not abandoned:
+            if self._close_while_connecting:
+                self._connect_error = ConnectionAbortedError("closed before the connection opened")
+                conn._abort()
+            else:
                 self._state = ReadyState.OPEN
-        if abandoned:
-            conn._abort()
-            conn._done.wait()
-            self._fail_connect(ConnectionAbortedError("closed before the connection opened"))
+        self._connected.set()
+        conn._run_reader()
+
+    def _run(self) -> None:
+        """The event thread: "open" (or the connect's "error"), then what the reader receives."""
+        self._connected.wait()
+        conn, error = self._conn, self._connect_error
+        if error is not None:
+            if conn is not None:
+                conn._done.wait()  # abandoned just after the handshake: let it end first
+            if self._close_while_connecting:
+                error = ConnectionAbortedError("closed before the connection opened")
+            self._fail_connect(error)
             return
+        assert conn is not None
         self._emit(Event("open", self))
         reported = False
         while True:
@@ -362,27 +390,22 @@ class WebSocket:
                 self._deliver_held()
             else:
                 break
-        code, reason = conn._final or (1006, "")
-        if conn._close_received and not conn._failed and not conn._terminated:
-            # As in the browser: the code and reason of the close frame received
-            # (RFC 6455 7.1.5), also when ours went first.
-            code, reason = conn._remote
+        # As in the browser (RFC 6455 7.1.5): the code and reason of the close
+        # frame received, also when ours went first; 1006 when none came, even
+        # after our own close() (the blocking client's close_code differs).
+        code, reason = 1006, ""
         if conn._failed:
             # We failed the connection (a protocol error, a message too big): as
             # in the browser and Bun, "error" says why, then "close" gives 1006.
             if not reported:
-                self._emit(ErrorEvent("error", self, ConnectionClosed(code, reason), reason))
-            code, reason = 1006, ""
+                failed_code, why = conn._final or (1006, "")
+                self._emit(ErrorEvent("error", self, ConnectionClosed(failed_code, why), why))
+        elif conn._close_received and not conn._terminated:
+            code, reason = conn._remote
         with self._lock:
             self._state = ReadyState.CLOSED
         self._emit(CloseEvent("close", self, code, reason, conn._clean))
         self._drain_held()
-
-    def _connecting(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connecting_sock = sock
-            if self._close_while_connecting:
-                _shut_down(sock)
 
     def _fail_connect(self, exc: BaseException) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import selectors
 import signal
 import socket
 import ssl
@@ -195,7 +196,7 @@ def test_http_urls_stand_for_ws_as_in_bun(make_server: Any) -> None:
 @pytest.mark.parametrize("url", [
     "ftp://example.com/", "example.com", "http://", "file:///tmp/x",
     "ws://", "ws:///path", "ws://example.com/#frag", "ws://example.com:99999/",
-    "ws://example.com:abc/", "ws://[::1/", "ws://[not-ipv6]/", "ws://user:pw@example.com/",
+    "ws://example.com:abc/", "ws://[::1/", "ws://[not-ipv6]/", "ws://[127.0.0.1]:80/", "ws://user:pw@example.com/",
     "ws://exa mple.com/", "",
 ])
 def test_bad_urls_raise_value_error(url: str) -> None:
@@ -756,6 +757,31 @@ def test_event_close_gives_the_code_the_server_answered_with() -> None:
     assert events == [(1001, "going away", True)]
 
 
+def test_event_close_without_a_close_frame_back_gives_1006_after_our_close() -> None:
+    """RFC 6455 7.1.5, as in browsers: no close frame received, 1006 "", whatever
+    code our close() sent (the blocking client's close_code stays our own)."""
+    seen: list[Any] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        seen.append(read_client_frame(sock))  # then the TCP drop, no close frame
+
+    raw = RawServer(script)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    ws.add_event_listener("open", lambda event: ws.close(4001, "bye"))
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    assert seen[0][3] == struct.pack("!H", 4001) + b"bye"
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+
+    raw = RawServer(script)
+    blocking = syncws.connect(f"ws://127.0.0.1:{raw.port}/")
+    blocking.close(4001, "bye")
+    raw.join()
+    assert (blocking.close_code, blocking.close_reason) == (4001, "bye")
+
+
 def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once() -> None:
     """close() while CONNECTING abandons the handshake now, not at its 10 s timeout."""
     request_seen, release = threading.Event(), threading.Event()
@@ -777,6 +803,55 @@ def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once()
     release.set()
     raw.join()
     assert events == [("error", "closed before the connection opened"), ("close", 1006)]
+
+
+@contextlib.contextmanager
+def port_that_never_answers_a_connect() -> Iterator[int]:
+    """A listener whose accept queue is full, so the kernel drops new SYNs."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(64):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            with selectors.DefaultSelector() as selector:
+                selector.register(filler, selectors.EVENT_WRITE)
+                if not selector.select(0.2):
+                    break  # this SYN went unanswered: the queue is full
+        else:
+            pytest.skip("the kernel accepted every connection")
+        yield address[1]
+
+
+def test_event_close_while_the_tcp_connect_is_pending_ends_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutting a socket down does not end its connect() on Linux: the connect is cancelled."""
+    events: list[tuple[str, Any]] = []
+    connecting, closed = threading.Event(), threading.Event()
+    with port_that_never_answers_a_connect() as port:
+        def spy(original: Callable[[socket.socket, Any], Any]) -> Callable[..., Any]:
+            def call(sock: socket.socket, address: Any) -> Any:
+                if address[1] == port:
+                    connecting.set()
+                return original(sock, address)
+            return call
+
+        for name in ("connect", "connect_ex"):  # the client's socket, whichever it calls
+            monkeypatch.setattr(socket.socket, name, spy(getattr(socket.socket, name)))
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{port}/")
+        ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+        ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
+                                                      closed.set()))
+        assert connecting.wait(wait(5))
+        ws.close()
+        assert closed.wait(wait(2))  # (before: at the handshake's 10 s timeout)
+        assert events == [("error", "closed before the connection opened"), ("close", 1006)]
+        # The blocking client's timeout still covers the TCP connect.
+        with pytest.raises(TimeoutError):
+            syncws.connect(f"ws://127.0.0.1:{port}/", timeout=0.3)
 
 
 def test_protocol_error_closes_with_1002() -> None:
@@ -864,6 +939,37 @@ def test_untrusted_certificate_is_refused_by_default(ws_peer: Any, tls: dict[str
     port = ws_peer(peer_echo, ssl=tls["server"])
     with pytest.raises(ssl.SSLCertVerificationError):
         syncws.connect(f"wss://127.0.0.1:{port}/", timeout=wait(5))
+
+
+def test_event_close_during_the_tls_handshake_ends_at_once(tls: dict[str, Any]) -> None:
+    """wss:// too: the TLS socket (which took over the descriptor) is the one shut down."""
+    hello_seen, release = threading.Event(), threading.Event()
+    events: list[tuple[str, Any]] = []
+    closed = threading.Event()
+
+    def silent(listener: socket.socket) -> None:
+        with listener:
+            sock, _ = listener.accept()
+            with sock:
+                if sock.recv(4096):  # the ClientHello, never answered
+                    hello_seen.set()
+                release.wait(wait(20))
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(target=silent, args=(listener,), daemon=True)
+    server.start()
+    ws = syncws.WebSocket(f"wss://127.0.0.1:{listener.getsockname()[1]}/", ssl=tls["client"])
+    ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+    ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
+                                                  closed.set()))
+    try:
+        assert hello_seen.wait(wait(5))
+        ws.close()
+        assert closed.wait(wait(2))  # (before: at the handshake's 10 s timeout)
+    finally:
+        release.set()
+        server.join(wait(5))
+    assert events == [("error", "closed before the connection opened"), ("close", 1006)]
 
 
 # -- the event API (syncws.WebSocket) --------------------------------------------------
@@ -1284,6 +1390,62 @@ def test_script_with_only_listeners_stays_alive_until_close(make_server: Any) ->
     assert proc.returncode == 0
 
 
+@pytest.fixture
+def client_threads_cannot_start_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """As on Python 3.12.0-3.12.1 once the main thread has ended (a Bun-style script):
+    a thread the event client starts refuses to start; returns what was refused."""
+    refused: list[str] = []
+    start = threading.Thread.start
+
+    def refusing_start(thread: threading.Thread) -> None:
+        starter = threading.current_thread().name
+        if starter.startswith(("syncws-client-", "syncws-reader-")):
+            refused.append(f"{starter} started {thread.name}")
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing_start)
+    return refused
+
+
+def test_event_client_starts_no_thread_after_its_constructor(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch,
+        client_threads_cannot_start_threads: list[str]) -> None:
+    """Connecting, reading, close() from a listener, the server's close and the
+    close timeout all run on the threads the constructor started."""
+    monkeypatch.setattr(syncws.client, "CLOSE_TIMEOUT", 0.5)
+    server = make_server(lambda req, srv: srv.upgrade(req, data=req.path == "/server"),
+                         {"open": lambda ws: ws.close(4002, "srv-bye") if ws.data
+                          else ws.send("hi"), "message": lambda ws, m: None})
+
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    recorder = Recorder(ws, on_message=lambda event: ws.close(4000, "bye"))
+    assert recorder.closed.wait(wait(5))
+    assert recorder.events == [("open",), ("message", "hi"), ("close", 4000, "bye", True)]
+
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/server")
+    recorder = Recorder(ws)
+    assert recorder.closed.wait(wait(5))
+    assert recorder.events == [("open",), ("close", 4002, "srv-bye", True)]
+
+    seen: list[Any] = []
+
+    def stalls(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers)
+        seen.append(read_client_frame(sock))
+        seen.append(sock.recv(1))  # b"": the client dropped the connection at its deadline
+
+    raw = RawServer(stalls)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
+    recorder = Recorder(ws)
+    ws.add_event_listener("open", lambda event: ws.close(4001))
+    assert recorder.closed.wait(wait(5))
+    raw.join()
+    assert seen == [(0x8, True, seen[0][2], struct.pack("!H", 4001)), b""]
+    assert recorder.events == [("open",), ("close", 1006, "", False)]
+    assert client_threads_cannot_start_threads == []
+
+
 def test_client_example(make_server: Any) -> None:
     seen: dict[str, Any] = {}
 
@@ -1451,7 +1613,8 @@ def test_event_api_close_never_blocks_behind_a_stuck_send(
         assert returns_within(wait(1), ws.close, 4001, "bye"), "WebSocket.close() blocked"
         assert ws.ready_state is syncws.ReadyState.CLOSING
         assert recorder.closed.wait(wait(5))
-        assert recorder.events == [("open",), ("close", 4001, "bye", False)]
+        # The server never answered with a close frame: 1006, as in browsers.
+        assert recorder.events == [("open",), ("close", 1006, "", False)]
 
 
 def test_server_close_then_a_trickle_without_tcp_close_ends_at_the_deadline(
