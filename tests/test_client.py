@@ -782,11 +782,19 @@ def test_event_close_without_a_close_frame_back_gives_1006_after_our_close() -> 
     assert (blocking.close_code, blocking.close_reason) == (4001, "bye")
 
 
+def errors_and_close(ws: syncws.WebSocket) -> tuple[list[tuple[str, Any]], threading.Event]:
+    """Record ("error", message) and ("close", code) events; the Event is set on close."""
+    events: list[tuple[str, Any]] = []
+    closed = threading.Event()
+    ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+    ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
+                                                  closed.set()))
+    return events, closed
+
+
 def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once() -> None:
     """close() while CONNECTING abandons the handshake now, not at its 10 s timeout."""
     request_seen, release = threading.Event(), threading.Event()
-    events: list[tuple[str, Any]] = []
-    closed = threading.Event()
 
     def script(sock: socket.socket, headers: dict[str, str]) -> None:
         request_seen.set()  # the request arrived: the client now waits for the 101
@@ -794,9 +802,7 @@ def test_event_close_while_the_server_keeps_the_handshake_waiting_ends_at_once()
 
     raw = RawServer(script)
     ws = syncws.WebSocket(f"ws://127.0.0.1:{raw.port}/")
-    ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
-    ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
-                                                  closed.set()))
+    events, closed = errors_and_close(ws)
     assert request_seen.wait(wait(5))
     ws.close()
     assert closed.wait(wait(5))  # (before: at the handshake's 10 s timeout)
@@ -829,8 +835,7 @@ def port_that_never_answers_a_connect() -> Iterator[int]:
 def test_event_close_while_the_tcp_connect_is_pending_ends_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Shutting a socket down does not end its connect() on Linux: the connect is cancelled."""
-    events: list[tuple[str, Any]] = []
-    connecting, closed = threading.Event(), threading.Event()
+    connecting = threading.Event()
     with port_that_never_answers_a_connect() as port:
         def spy(original: Callable[[socket.socket, Any], Any]) -> Callable[..., Any]:
             def call(sock: socket.socket, address: Any) -> Any:
@@ -842,9 +847,7 @@ def test_event_close_while_the_tcp_connect_is_pending_ends_at_once(
         for name in ("connect", "connect_ex"):  # the client's socket, whichever it calls
             monkeypatch.setattr(socket.socket, name, spy(getattr(socket.socket, name)))
         ws = syncws.WebSocket(f"ws://127.0.0.1:{port}/")
-        ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
-        ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
-                                                      closed.set()))
+        events, closed = errors_and_close(ws)
         assert connecting.wait(wait(5))
         ws.close()
         assert closed.wait(wait(2))  # (before: at the handshake's 10 s timeout)
@@ -944,8 +947,6 @@ def test_untrusted_certificate_is_refused_by_default(ws_peer: Any, tls: dict[str
 def test_event_close_during_the_tls_handshake_ends_at_once(tls: dict[str, Any]) -> None:
     """wss:// too: the TLS socket (which took over the descriptor) is the one shut down."""
     hello_seen, release = threading.Event(), threading.Event()
-    events: list[tuple[str, Any]] = []
-    closed = threading.Event()
 
     def silent(listener: socket.socket) -> None:
         with listener:
@@ -959,9 +960,7 @@ def test_event_close_during_the_tls_handshake_ends_at_once(tls: dict[str, Any]) 
     server = threading.Thread(target=silent, args=(listener,), daemon=True)
     server.start()
     ws = syncws.WebSocket(f"wss://127.0.0.1:{listener.getsockname()[1]}/", ssl=tls["client"])
-    ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
-    ws.add_event_listener("close", lambda event: (events.append(("close", event.code)),
-                                                  closed.set()))
+    events, closed = errors_and_close(ws)
     try:
         assert hello_seen.wait(wait(5))
         ws.close()
