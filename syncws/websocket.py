@@ -28,6 +28,7 @@ UNCOPIED_PAYLOAD_SIZE = 16 * 1024
 
 
 def check_compress(compress: object) -> bool:
+    """``compress`` itself, or ``TypeError`` unless it is a bool (``server.publish`` too)."""
     if not isinstance(compress, bool):
         raise TypeError(f"compress must be a bool, not {type(compress).__name__}")
     return compress
