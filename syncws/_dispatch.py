@@ -39,19 +39,27 @@ def run_events(conn: WsConnection) -> None:
             resume = conn.backlog_paused and conn.inbox_bytes <= INBOUND_LOW_WATER
             if resume:
                 conn.backlog_paused = False
-            if not conn.inbox or conn.user_paused:
-                conn.dispatching = False
-                batch: list[InboxEvent] = []
-            else:
+            batch: list[InboxEvent]
+            if conn.user_paused:
+                # ws.pause() holds back what was read; drain is about what we send.
+                batch = [event for event in conn.inbox if event[0] == DRAIN]
+                if batch:
+                    conn.inbox = [event for event in conn.inbox if event[0] != DRAIN]
+                else:
+                    conn.dispatching = False
+            elif conn.inbox:
                 batch = conn.inbox
                 conn.inbox = []
+            else:
+                conn.dispatching = False
+                batch = []
         if resume:
             conn.loop.call_soon_threadsafe(conn.update_reading)
         if not batch:
             return
         done_bytes = 0
         for position, (kind, payload, nbytes) in enumerate(batch):
-            if conn.user_paused:
+            if conn.user_paused and kind != DRAIN:
                 # ws.pause(), from a handler of this batch or another thread: the
                 # rest waits, first in line, for resume() (a close clears the pause).
                 with conn.lock:

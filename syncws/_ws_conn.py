@@ -501,7 +501,10 @@ class WsConnection(SocketConnection):
         with self.lock:
             self.inbox.extend(events)
             self.inbox_bytes += nbytes
-            start = not self.dispatching and not self.user_paused
+            # A pause holds back what we read, not drain: "pause on -1, resume
+            # in drain" must work.
+            start = not self.dispatching and (
+                not self.user_paused or any(event[0] == DRAIN for event in events))
             if start:
                 self.dispatching = True
             over = self.inbox_bytes > INBOUND_HIGH_WATER and not self.backlog_paused

@@ -866,3 +866,33 @@ def test_send_after_close_returns_zero(make_server: Any) -> None:
     assert ws.send("late") == 0
     assert ws.ping(b"x") == 0
     assert int(ws.ready_state) == 3
+
+
+def test_drain_runs_while_paused_so_pause_on_minus_one_resume_on_drain_works(
+        make_server: Any) -> None:
+    # The usual flow-control pattern: a send returns -1, stop reading that peer
+    # (pause), start again once what we queued is out (drain). A pause holds
+    # back what is read, not drain, or the connection would stay paused for good.
+    events: list[Any] = []
+
+    def on_message(ws: Any, msg: bytes) -> None:
+        result = ws.send(msg * 2)
+        events.append(("sent", result))
+        if result == -1:
+            ws.pause()
+
+    def on_drain(ws: Any) -> None:
+        events.append("drain")
+        ws.resume()
+
+    server = make_server(websocket={"message": on_message, "drain": on_drain,
+                                    "backpressure_limit": 1000})
+    client = RawClient(server.port)
+    try:
+        client.sock.sendall(b"".join(client_frame(0x2, bytes([i]) * 600) for i in range(3)))
+        for i in range(3):  # read every answer: the buffer drains each time
+            assert client.recv_frame() == (0x2, True, 0, bytes([i]) * 1200)
+        wait_for(lambda: len(events) == 6, message="three sends, three drains")
+        assert events == [("sent", -1), "drain"] * 3
+    finally:
+        client.close()
