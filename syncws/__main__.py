@@ -7,10 +7,18 @@ import logging
 import sys
 
 from .server import Server, serve
+from .websocket import ServerWebSocket
 
 
-def _echo(ws: object, message: str | bytes) -> None:
-    ws.send(message)  # type: ignore[attr-defined]
+def _echo(ws: ServerWebSocket[None], message: str | bytes) -> None:
+    # A client that sends faster than it reads is read no further until its
+    # echoes are out: no echo is ever dropped.
+    if ws.send(message) == -1:
+        ws.pause()
+
+
+def _resume(ws: ServerWebSocket[None]) -> None:
+    ws.resume()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     server: Server[None] = serve(
         websocket={
             "message": _echo,
+            "drain": _resume,
             "max_payload_length": args.max_payload_length,
             # Never drop an echo: the buffer may hold two maximal messages.
             "backpressure_limit": 2 * args.max_payload_length + 1024 * 1024,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,31 @@ def test_cli_echo_is_verbatim() -> None:
             for message in ("text stays text", "", "é" * 1000, b"\x00\xff" * 40000, b""):
                 client.send(message)
                 assert client.recv(timeout=wait(5)) == message
+    finally:
+        proc.terminate()
+        assert proc.wait(wait(10)) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_cli_echo_drops_no_echo_for_a_client_that_reads_late() -> None:
+    # Past the backpressure limit the echo server stops reading that client
+    # until its echoes are out, rather than dropping them (send's 0).
+    proc = subprocess.Popen([sys.executable, "-m", "syncws", "echo", "--port", "0",
+                             "--no-deflate", "--max-payload-length", "65536"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("Listening on ws://127.0.0.1:"), line
+        count = 120
+        with connect(line.split()[-1], max_size=None, compression=None) as client:
+            sender = threading.Thread(target=lambda: [
+                client.send(i.to_bytes(2, "big") + b"x" * 65534) for i in range(count)])
+            sender.start()  # 7.5 MiB before reading anything
+            sender.join(wait(20))
+            got = [client.recv(timeout=wait(10))[:2] for _ in range(count)]
+        assert got == [i.to_bytes(2, "big") for i in range(count)]
     finally:
         proc.terminate()
         assert proc.wait(wait(10)) == 0
