@@ -57,13 +57,20 @@ def check_plain_callable(fn: object, what: str) -> None:
         raise TypeError(f"{what} is async def; syncws runs plain functions on worker threads")
 
 
-def _check_bool(name: str, value: object) -> bool:
+def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
     return value
 
 
-def _check_positive_int(name: str, value: object) -> int:
+def check_seconds(name: str, value: object) -> float:
+    """``value`` as a number of seconds, or ``TypeError`` naming ``name`` (bools refused)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    return value
+
+
+def check_positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value <= 0:
@@ -98,9 +105,7 @@ def parse_websocket(spec: object) -> WebSocketConfig:
     if message is None:
         raise TypeError("websocket needs a 'message' handler")
     options = {name: values.get(name, default) for name, default in _DEFAULTS.items()}
-    idle = options["idle_timeout"]
-    if not isinstance(idle, (int, float)) or isinstance(idle, bool):
-        raise TypeError(f"idle_timeout must be a number of seconds, not {type(idle).__name__}")
+    idle = check_seconds("idle_timeout", options["idle_timeout"])
     if not 0 <= idle < math.inf:  # NaN fails this too
         raise ValueError(f"idle_timeout must be a finite number >= 0 (0 turns it off), not {idle}")
     deflate = options["per_message_deflate"]
@@ -110,14 +115,14 @@ def parse_websocket(spec: object) -> WebSocketConfig:
     return WebSocketConfig(
         message=message,
         idle_timeout=float(idle),
-        max_payload_length=_check_positive_int("max_payload_length",
+        max_payload_length=check_positive_int("max_payload_length",
                                                options["max_payload_length"]),
-        backpressure_limit=_check_positive_int("backpressure_limit",
+        backpressure_limit=check_positive_int("backpressure_limit",
                                                options["backpressure_limit"]),
-        close_on_backpressure_limit=_check_bool("close_on_backpressure_limit",
+        close_on_backpressure_limit=check_bool("close_on_backpressure_limit",
                                                 options["close_on_backpressure_limit"]),
-        send_pings=_check_bool("send_pings", options["send_pings"]),
-        publish_to_self=_check_bool("publish_to_self", options["publish_to_self"]),
+        send_pings=check_bool("send_pings", options["send_pings"]),
+        publish_to_self=check_bool("publish_to_self", options["publish_to_self"]),
         per_message_deflate=deflate,
         deflate=deflate_config,
         **handlers,

@@ -25,7 +25,14 @@ from ._handshake import build_101, is_websocket_request, make_decision, upgrade_
 from ._http import Request, Response
 from ._http_conn import HttpConnection, plain_response
 from ._loop import READ, EventLoop
-from ._options import WebSocketConfig, check_plain_callable, parse_websocket
+from ._options import (
+    WebSocketConfig,
+    check_bool,
+    check_plain_callable,
+    check_positive_int,
+    check_seconds,
+    parse_websocket,
+)
 from ._pubsub import TopicRegistry, check_topic
 from ._tls import TlsHandshake, server_context, wrap_accepted
 from ._workers import WorkerPool
@@ -110,14 +117,14 @@ class Server(Generic[T]):
         self._tls_context = None if tls is None else server_context(tls)
         if workers is None:
             workers = min(32, (os.cpu_count() or 1) + 4)
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, not {workers!r}")
-        if max_connections is not None and (not isinstance(max_connections, int)
-                                            or max_connections < 1):
-            raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
-        if not isinstance(request_timeout, (int, float)) or not 0 < request_timeout < math.inf:
+        check_positive_int("workers", workers)
+        if max_connections is not None:
+            check_positive_int("max_connections", max_connections)
+        check_seconds("request_timeout", request_timeout)
+        if not 0 < request_timeout < math.inf:
             raise ValueError(f"request_timeout must be a finite number of seconds > 0, "
                              f"not {request_timeout!r}")
+        check_bool("reuse_port", reuse_port)
         if not isinstance(hostname, str):
             raise TypeError(f"hostname must be a str, not {type(hostname).__name__}")
         if not isinstance(port, int) or isinstance(port, bool):
@@ -130,6 +137,10 @@ class Server(Generic[T]):
         if max_request_body_size < 0:
             raise ValueError(f"max_request_body_size must be >= 0, not {max_request_body_size}")
         if bridge is not None:
+            from .redis_bridge import RedisBridge  # (redis itself is only needed to run it)
+
+            if not isinstance(bridge, RedisBridge):
+                raise TypeError(f"bridge must be a syncws.RedisBridge, not {type(bridge).__name__}")
             bridge._check_unused()
         self._fetch = fetch
         self._ws_config: WebSocketConfig | None = (
@@ -370,6 +381,10 @@ class Server(Generic[T]):
         and those fetches ran or ``timeout`` passed (at once when called from
         a handler, which would otherwise wait on itself).
         """
+        check_bool("close_active_connections", close_active_connections)
+        check_seconds("timeout", timeout)
+        if not 0 <= timeout < math.inf:  # NaN fails this too
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, not {timeout!r}")
         self._stopped.set()
         self._loop.call_soon_threadsafe(partial(self._stop_in_loop, close_active_connections))
         if self._loop.in_loop_thread():

@@ -414,6 +414,13 @@ def test_bad_websocket_options_are_refused(spec: dict[str, Any], error: type) ->
     ({"max_request_body_size": "1MB"}, TypeError, "max_request_body_size"),
     ({"request_timeout": float("nan")}, ValueError, "request_timeout"),
     ({"request_timeout": float("inf")}, ValueError, "request_timeout"),
+    ({"request_timeout": True}, TypeError, "request_timeout"),
+    ({"workers": True}, TypeError, "workers"),
+    ({"workers": "2"}, TypeError, "workers"),
+    ({"workers": 0}, ValueError, "workers"),
+    ({"max_connections": True}, TypeError, "max_connections"),
+    ({"reuse_port": "no"}, TypeError, "reuse_port"),
+    ({"bridge": 5}, TypeError, "bridge"),
 ])
 def test_bad_serve_arguments_are_refused_by_name(kwargs: dict[str, Any], error: type,
                                                  named: str) -> None:
@@ -1065,3 +1072,23 @@ def test_closed_connections_are_freed_once_their_close_handlers_ran(make_server:
     # Not kept until the idle deadline (60 s away): a server taking connections
     # at a steady rate would otherwise hold a minute's worth of them.
     assert alive < count // 3, alive
+
+
+@pytest.mark.parametrize("kwargs, error, named", [
+    ({"close_active_connections": "no"}, TypeError, "close_active_connections"),
+    ({"timeout": None}, TypeError, "timeout"),
+    ({"timeout": "5"}, TypeError, "timeout"),
+    ({"timeout": -1}, ValueError, "timeout"),
+    ({"timeout": float("nan")}, ValueError, "timeout"),
+])
+def test_bad_stop_arguments_are_refused_before_anything_stops(
+        make_server: Any, kwargs: dict[str, Any], error: type, named: str) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        with pytest.raises(error, match=named):
+            server.stop(**kwargs)
+        client.send("still here")  # neither the connection nor the listener was touched
+        assert client.recv(timeout=wait(5)) == "still here"
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("new")
+        assert client.recv(timeout=wait(5)) == "new"
