@@ -28,6 +28,8 @@ LINGER_SECONDS = 2.0
 if TYPE_CHECKING:
     import threading
 
+    from ._timers import TimerSlot
+
 if sys.platform == "linux":
     import fcntl
     import termios
@@ -50,7 +52,7 @@ class SocketConnection:
     """One accepted socket: the loop writes ``out`` to it, one write per turn."""
 
     __slots__ = ("closed", "flush_queued", "interest", "lock", "loop", "out", "peer",
-                 "sock", "timer_at", "tls", "write_blocked")
+                 "sock", "timer_at", "timer_slot", "tls", "write_blocked")
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
                  lock: threading.Lock) -> None:
@@ -63,6 +65,7 @@ class SocketConnection:
         self.closed = False
         self.write_blocked = False
         self.timer_at: float | None = None
+        self.timer_slot: TimerSlot | None = None
         # Guarded by self.lock: any thread appends, the loop thread writes out.
         self.lock = lock
         self.out = OutboundBuffer()

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from ._timers import TimerQueue
+from ._timers import TimerQueue, TimerSlot
 
 logger = logging.getLogger("syncws")
 
@@ -43,6 +43,7 @@ class LoopClient(Protocol):
     """What the loop calls on the objects it has registered."""
 
     timer_at: float | None
+    timer_slot: TimerSlot | None
 
     def on_readable(self) -> None: ...
     def on_writable(self) -> None: ...

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._loop import READ, WRITE, EventLoop
 
 if TYPE_CHECKING:
+    from ._timers import TimerSlot
     from .server import Server
 
 logger = logging.getLogger("syncws")
@@ -56,7 +57,7 @@ class TlsHandshake:
     """An accepted socket whose TLS handshake is still running (loop thread)."""
 
     __slots__ = ("closed", "deadline", "in_fetch", "loop", "peer", "server", "sock",
-                 "timer_at")
+                 "timer_at", "timer_slot")
 
     def __init__(self, sock: ssl.SSLSocket, loop: EventLoop, peer: tuple[str, int],
                  server: Server[Any]) -> None:
@@ -67,6 +68,7 @@ class TlsHandshake:
         self.closed = False
         self.in_fetch = False  # read by Server.stop like an HTTP connection's
         self.timer_at: float | None = None
+        self.timer_slot: TimerSlot | None = None
         self.deadline = loop.now + server._request_timeout
         loop.register(sock, READ, self)
         loop.timers.arm(self, self.deadline)

@@ -162,4 +162,7 @@ class WorkerPool:
             except BaseException:  # a worker outlives whatever a task raises
                 logger.exception("syncws: a worker task failed")
             finally:
+                # An idle worker must not keep its last task alive: a fetch's
+                # request holds the upgrade's data for the whole connection.
+                del item, fn, args
                 busy[index] = False

@@ -41,6 +41,7 @@ from .types import SocketAddress
 from .websocket import ServerWebSocket, check_compress
 
 if TYPE_CHECKING:
+    from ._timers import TimerSlot
     from .redis_bridge import RedisBridge
 
 __all__ = ["Server", "WebSocketHandler", "serve"]
@@ -82,12 +83,13 @@ class WebSocketHandler(Generic[T]):
 class _Listener:
     """The listening socket, registered with the loop."""
 
-    __slots__ = ("server", "sock", "timer_at")
+    __slots__ = ("server", "sock", "timer_at", "timer_slot")
 
     def __init__(self, server: Server[Any], sock: socket.socket) -> None:
         self.server = server
         self.sock = sock
         self.timer_at: float | None = None
+        self.timer_slot: TimerSlot | None = None
 
     def on_readable(self) -> None:
         self.server._accept()
@@ -646,11 +648,12 @@ class Server(Generic[T]):
 
 
 class _Housekeeper:
-    __slots__ = ("server", "timer_at")
+    __slots__ = ("server", "timer_at", "timer_slot")
 
     def __init__(self, server: Server[Any]) -> None:
         self.server = server
         self.timer_at: float | None = None
+        self.timer_slot: TimerSlot | None = None
 
     def on_timer(self, now: float) -> None:
         self.server._housekeeping()

@@ -75,3 +75,25 @@ def test_shutdown_runs_items_no_loop_turn_will_start() -> None:
     pool.schedule(lambda _: done.set(), None)
     pool.shutdown()  # waits for the workers to end
     assert done.is_set()
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_task_alive() -> None:
+    import gc
+    import weakref
+
+    class Request:  # a fetch's request holds the upgrade's data for the whole connection
+        pass
+
+    pool = WorkerPool(1)
+    try:
+        request = Request()
+        ref = weakref.ref(request)
+        done = threading.Event()
+        pool.submit(lambda req: done.set(), request)
+        assert done.wait(wait(5))
+        del request
+        wait_for(lambda: pool.busy == 0, message="the worker is idle again")
+        gc.collect()
+        assert ref() is None
+    finally:
+        pool.shutdown()
