@@ -37,12 +37,12 @@ from ._pubsub import TopicRegistry, check_topic
 from ._tls import TlsHandshake, server_context, wrap_accepted
 from ._workers import WorkerPool
 from ._ws_conn import ACCEPTED, BACKPRESSURE, DROPPED, WsConnection, send_result
+from .redis_bridge import RedisBridge
 from .types import SocketAddress
 from .websocket import ServerWebSocket, check_compress
 
 if TYPE_CHECKING:
     from ._timers import TimerSlot
-    from .redis_bridge import RedisBridge
 
 __all__ = ["Server", "WebSocketHandler", "serve"]
 
@@ -139,8 +139,6 @@ class Server(Generic[T]):
         if max_request_body_size < 0:
             raise ValueError(f"max_request_body_size must be >= 0, not {max_request_body_size}")
         if bridge is not None:
-            from .redis_bridge import RedisBridge  # (redis itself is only needed to run it)
-
             if not isinstance(bridge, RedisBridge):
                 raise TypeError(f"bridge must be a syncws.RedisBridge, not {type(bridge).__name__}")
             bridge._check_unused()
