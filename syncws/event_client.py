@@ -162,8 +162,11 @@ class WebSocket:
                                   name=f"{self._thread_name}-reader", daemon=True)
         self._thread = threading.Thread(target=self._run, name=self._thread_name)
         self._closer.thread.start()
-        reader.start()
         self._thread.start()
+        # Last: each start waits for its thread to run, time in which a
+        # connect to a local server could complete (ready_state is then
+        # OPEN before the constructor even returned).
+        reader.start()
 
     # -- public API --------------------------------------------------------
 
