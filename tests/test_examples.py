@@ -75,7 +75,7 @@ def test_chat_example() -> None:
 
 
 def test_compression_example_compresses_on_request() -> None:
-    with run_example("compression.py") as url:
+    with run_example("per_message_deflate.py") as url:
         port = int(url.rsplit(":", 1)[1])
         client = RawClient(port, extra="Sec-WebSocket-Extensions: permessage-deflate\r\n")
         try:
@@ -133,3 +133,19 @@ def test_cli_echo_drops_no_echo_for_a_client_that_reads_late() -> None:
         assert proc.wait(wait(10)) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# Standard-library modules newer than some Python that syncws supports: the
+# running Python's sys.stdlib_module_names does not list them yet.
+NEWER_STDLIB = {"annotationlib", "compression", "profiling"}  # 3.14, 3.14, 3.15
+
+
+def test_no_example_shadows_a_standard_library_module() -> None:
+    """``python examples/X.py`` puts examples/ first on sys.path.
+
+    An example named like a stdlib module replaces it for every example:
+    ``compression.py`` broke ``import gzip`` (Django imports it) on Python 3.14+.
+    """
+    stdlib = set(sys.stdlib_module_names) | NEWER_STDLIB
+    clashes = sorted(path.name for path in EXAMPLES.glob("*.py") if path.stem in stdlib)
+    assert clashes == []

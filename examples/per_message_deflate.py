@@ -1,6 +1,6 @@
 """Compression: negotiate permessage-deflate and compress chosen messages.
 
-    python examples/compression.py          # then connect to ws://127.0.0.1:3000
+    python examples/per_message_deflate.py        # then connect to ws://127.0.0.1:3000
 
 Send "big" to get a large, very compressible report sent compressed; any
 other message comes back uncompressed. Compression is per message, as in
