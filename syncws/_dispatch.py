@@ -110,4 +110,7 @@ def _run_close(conn: WsConnection, ws: Any, payload: tuple[int, str]) -> None:
     except BaseException:
         logger.exception("syncws: the close handler raised")
     finally:
+        # The ServerWebSocket and its connection point at each other: break the
+        # cycle, so that both (and ws.data) go as soon as the user lets go of ws.
+        conn.ws = None
         conn.server._close_handler_done(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -21,6 +22,10 @@ __all__ = ["ServerWebSocket"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# How much of ws.data repr(ws) shows: enough to tell sessions apart.
+_DATA_REPR = reprlib.Repr()
+_DATA_REPR.maxstring = _DATA_REPR.maxother = 80
 
 # From this size on, a payload sent plain is queued as it is, not copied into
 # its frame (a 64 KiB echo went 1.2-1.3x faster with it).
@@ -257,5 +262,6 @@ class ServerWebSocket(Generic[T]):
         return self._conn.protocol
 
     def __repr__(self) -> str:
+        # reprlib: ws lands in logs and tracebacks, and ws.data may be a big session.
         return (f"<ServerWebSocket {self.remote_address} {self.ready_state.name} "
-                f"data={self.data!r}>")
+                f"data={_DATA_REPR.repr(self.data)}>")

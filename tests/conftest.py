@@ -6,6 +6,7 @@ Waits scale with SYNCWS_TEST_TIMEOUT_FACTOR so a slow machine can stretch them.
 from __future__ import annotations
 
 import base64
+import gc
 import os
 import socket
 import struct
@@ -38,6 +39,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0,
         event.wait(step)
         waited += step
         step = min(step * 2, 0.05)
+
+
+@pytest.fixture
+def no_cyclic_gc() -> Iterator[None]:
+    """Turn off the cyclic garbage collector: what a test frees, refcounting freed."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture
