@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import h11
 from wsproto.extensions import Extension, PerMessageDeflate
 
-from ._deflate import Agreement, DeflateExtension
+from ._deflate import Agreement, DeflateExtension, window_bits
 from ._handshake import accept_key, header_tokens
 from ._http import TOKEN_CHARS, Headers, header_pairs
 from .exceptions import HandshakeError
@@ -486,9 +486,9 @@ def _finalize_deflate(params: str) -> Extension:
                 raise _refuse(f"permessage-deflate parameter {name!r} takes no value")
             applied.append(name)
         elif name in ("server_max_window_bits", "client_max_window_bits"):
-            if not (value.isdigit() and 8 <= int(value) <= 15):
+            bits = window_bits(value)
+            if bits is None:
                 raise _refuse(f"permessage-deflate {name}={value!r}")
-            bits = int(value)
             if bits == 8 and name == "client_max_window_bits":
                 # zlib cannot compress raw deflate with a 256-byte window.
                 raise _refuse("permessage-deflate client_max_window_bits=8 is not supported")

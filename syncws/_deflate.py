@@ -102,8 +102,8 @@ def parse_config(value: object) -> DeflateConfig | None:
     between messages and lets a publish compress once for every subscriber.
     A mapping takes the RFC 7692 parameters ``server_no_context_takeover``,
     ``client_no_context_takeover`` (bools, default False: the RFC's
-    defaults), ``server_max_window_bits`` (9-15; zlib cannot deflate with
-    8), ``client_max_window_bits`` (8-15), and ``compress_level`` (0-9,
+    defaults), ``server_max_window_bits`` and ``client_max_window_bits``
+    (9-15; zlib cannot deflate with 8), and ``compress_level`` (0-9,
     default 6), ``mem_level`` (1-9, default 8). Unknown keys and wrong types
     raise ``TypeError``, values out of range ``ValueError``.
     """
@@ -123,15 +123,20 @@ def parse_config(value: object) -> DeflateConfig | None:
             raise TypeError(f"per_message_deflate[{name!r}] must be a bool, not "
                             f"{type(flag).__name__}")
         flags[name] = flag
-    server_bits = value.get("server_max_window_bits")
-    if server_bits is not None:
-        if server_bits == 8:
-            raise ValueError("per_message_deflate['server_max_window_bits'] cannot be 8: "
-                             "zlib cannot deflate with an 8-bit window; use 9")
-        server_bits = _config_int("server_max_window_bits", server_bits, 9, 15)
-    client_bits = value.get("client_max_window_bits")
-    if client_bits is not None:
-        client_bits = _config_int("client_max_window_bits", client_bits, 8, 15)
+    window_bits: dict[str, int | None] = {}
+    for name in ("server_max_window_bits", "client_max_window_bits"):
+        bits = value.get(name)
+        if bits is not None:
+            bits = _config_int(name, bits, 8, 15)
+            if bits == 8:
+                # The RFC allows 8, but zlib cannot deflate with it: a client
+                # told to use 8 (every client's default offer leaves the value
+                # to us) could not connect, nor could we send with 8.
+                raise ValueError(f"per_message_deflate[{name!r}] cannot be 8: zlib cannot "
+                                 "deflate with an 8-bit window; use 9")
+        window_bits[name] = bits
+    server_bits = window_bits["server_max_window_bits"]
+    client_bits = window_bits["client_max_window_bits"]
     return DeflateConfig(
         server_no_context_takeover=flags["server_no_context_takeover"],
         client_no_context_takeover=flags["client_no_context_takeover"],
@@ -274,9 +279,11 @@ class Agreement:
     response: str
 
 
-def _window_bits(value: str | None) -> int | None:
-    # A decimal integer 8-15 without leading zeros (RFC 7692 7.1.2.1).
-    if value is None or len(value) > 2 or not value.isdigit() or value[0] == "0":
+def window_bits(value: str | None) -> int | None:
+    """A ``*_max_window_bits`` value: an ASCII decimal 8-15 without leading
+    zeros (RFC 7692 7.1.2.1), else None."""
+    if value is None or len(value) > 2 or not (value.isascii() and value.isdigit()) or \
+            value[0] == "0":
         return None
     bits = int(value)
     return bits if 8 <= bits <= 15 else None
@@ -301,13 +308,13 @@ def _accept(params: Params, config: DeflateConfig) -> Agreement | None:
             else:
                 client_nct = True
         elif name == "server_max_window_bits":
-            server_bits = _window_bits(value)
+            server_bits = window_bits(value)
             if server_bits is None:
                 return None
         elif name == "client_max_window_bits":
             client_bits_offered = True
             if value is not None:
-                client_bits = _window_bits(value)
+                client_bits = window_bits(value)
                 if client_bits is None:
                     return None
         else:

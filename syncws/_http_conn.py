@@ -322,8 +322,9 @@ def response_length(response: Response, method: str, has_body: bool) -> str | No
     """
     given = [value for name, value in response.headers if name.lower() == "content-length"]
     if not has_body:
-        return given[-1] if given and response.status == 304 and given[-1].isdigit() else None
-    if method == "HEAD" and not response.body and given and given[-1].isdigit():
+        keep = given and response.status == 304 and _is_ascii_digits(given[-1])
+        return given[-1] if keep else None
+    if method == "HEAD" and not response.body and given and _is_ascii_digits(given[-1]):
         return given[-1]
     return str(len(response.body))
 
@@ -343,3 +344,8 @@ def http_date(now: float) -> str:
         text = formatdate(now, usegmt=True)
         _date_cache = (int(now), text)
     return text
+
+
+def _is_ascii_digits(text: str) -> bool:
+    # str.isdigit() also takes "²" and other digits that are no HTTP length.
+    return text.isascii() and text.isdigit()

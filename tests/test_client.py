@@ -128,7 +128,7 @@ def send_101(sock: socket.socket, headers: dict[str, str], extra: str = "",
     accept = accept if accept is not None else accept_value(headers["sec-websocket-key"])
     sock.sendall((f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n")
-                 .encode())
+                 .encode("latin-1"))
 
 
 def read_exact(sock: socket.socket, n: int) -> bytes:
@@ -684,6 +684,19 @@ def test_bad_101_is_refused(reply: str, problem: str) -> None:
     with pytest.raises(syncws.HandshakeError, match=problem) as info:
         syncws.connect(f"ws://127.0.0.1:{raw.port}/", subprotocols=["chat"])
     assert info.value.status == 101
+    raw.join()
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "010", "16", "7", ""])
+def test_a_bad_window_bits_answer_is_refused(value: str) -> None:
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers, "Sec-WebSocket-Extensions: permessage-deflate; "
+                                f"server_max_window_bits={value}\r\n")
+
+    raw = RawServer(script)
+    # A HandshakeError naming the parameter: not a bare ValueError from int().
+    with pytest.raises(syncws.HandshakeError, match="server_max_window_bits"):
+        syncws.connect(f"ws://127.0.0.1:{raw.port}/", per_message_deflate=True)
     raw.join()
 
 

@@ -134,6 +134,8 @@ def test_parse_extensions_syntax() -> None:
     ("permessage-deflate; server_no_context_takeover=1", {}, None),
     ('permessage-deflate; client_no_context_takeover="x"', {}, None),
     ('permessage-deflate; server_max_window_bits=""', {}, None),
+    ("permessage-deflate; server_max_window_bits=\u00b9\u00b2", {}, None),  # not ASCII digits
+    ("permessage-deflate; client_max_window_bits=\u0661\u0660", {}, None),
     # Other extensions are skipped; garbage never raises.
     ("x-webkit-deflate-frame, permessage-deflate", {}, "permessage-deflate"),
     ("x-webkit-deflate-frame", True, None),
@@ -193,6 +195,10 @@ def test_config_true_and_false() -> None:
     ({"server_max_window_bits": 16}, ValueError),
     ({"server_max_window_bits": "10"}, TypeError),
     ({"client_max_window_bits": 7}, ValueError),
+    # The RFC allows 8, but zlib cannot deflate with it: a client told to use it
+    # (the usual offer leaves the value to the server) could not connect.
+    ({"client_max_window_bits": 8}, ValueError),
+    ({"server_max_window_bits": 8.0}, TypeError),
     ({"compress_level": 10}, ValueError),
     ({"mem_level": 0}, ValueError),
     (1, TypeError),
@@ -206,7 +212,7 @@ def test_bad_config_refused_at_serve(value: object, error: type[Exception]) -> N
 
 def test_good_configs_accepted() -> None:
     parse_config({"server_no_context_takeover": True, "client_no_context_takeover": False,
-                  "server_max_window_bits": 9, "client_max_window_bits": 8,
+                  "server_max_window_bits": 9, "client_max_window_bits": 9,
                   "compress_level": 0, "mem_level": 9})
 
 
