@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -402,6 +403,10 @@ class DeflateExtension(Extension):
         # any smaller one), and zlib has had bugs with 8.
         self._wbits = -max(9, bits)
         self._decompressor: zlib._Decompress | None = None
+        # With context takeover: the latest inflated bytes, at least a window's
+        # worth when there are that many (see _keep_window).
+        self._window: deque[bytes] | None = None if self._drop_context else deque()
+        self._window_size = 0
         self._message_compressed = False
         self._frame_compressed = False
         self._produced = 0
@@ -431,8 +436,33 @@ class DeflateExtension(Extension):
         self._message_compressed = self._frame_compressed = rsv.rsv1
         self._produced = 0
         if rsv.rsv1 and self._decompressor is None:
-            self._decompressor = zlib.decompressobj(self._wbits)
+            window = self._window
+            if window:
+                # The peer ended its last stream with BFINAL, yet its next message
+                # may still refer to what came before (RFC 7692 7.2.2): start the
+                # new stream from the same window.
+                history = b"".join(window)[-(1 << -self._wbits):]
+                self._decompressor = zlib.decompressobj(self._wbits, zdict=history)
+            else:
+                self._decompressor = zlib.decompressobj(self._wbits)
         return _RSV1_OURS
+
+    def _keep_window(self, out: bytes) -> None:
+        """Remember ``out`` as the latest inflated bytes, dropping what is out of reach.
+
+        Holds the chunks themselves (no copy) and lets go of the oldest once
+        the others cover the window: at most a window and one chunk.
+        """
+        window = self._window
+        if window is None or not out:
+            return
+        size = 1 << -self._wbits
+        if len(out) > size:
+            out = out[-size:]
+        window.append(out)
+        self._window_size += len(out)
+        while self._window_size - len(window[0]) >= size:
+            self._window_size -= len(window.popleft())
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         decompressor = self._decompressor
@@ -447,6 +477,7 @@ class DeflateExtension(Extension):
         self._produced += len(out)
         if len(out) > budget:
             return CloseReason.MESSAGE_TOO_BIG
+        self._keep_window(out)
         if decompressor.unused_data and decompressor.unused_data != _TAIL:
             # Bytes after a final (BFINAL) deflate block inside one message.
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
@@ -469,8 +500,9 @@ class DeflateExtension(Extension):
         decompressor = self._decompressor
         if self._drop_context or (
                 decompressor is not None and decompressor.eof):
-            # No context to keep (or the peer ended its stream with BFINAL):
-            # free the window now rather than hold it while idle.
+            # No context to keep (free the window now rather than hold it while
+            # idle), or the peer ended its stream with BFINAL: the next message
+            # starts a new one, primed with self._window.
             self._decompressor = None
         return out or None
 

@@ -281,6 +281,38 @@ def test_inflate_is_bounded_per_chunk() -> None:
     assert sum(seen) <= limit
 
 
+def test_context_takeover_survives_a_message_ended_with_bfinal(make_server: Any) -> None:
+    """RFC 7692 7.2.3.4 lets a sender end a message with a BFINAL block; with context
+    takeover its next message, a new deflate stream, may still refer to the earlier ones."""
+    got: list[Any] = []
+    closed: list[int] = []
+    server = make_server(websocket={"message": lambda ws, m: got.append(m),
+                                    "close": lambda ws, code, reason: closed.append(code),
+                                    "per_message_deflate": {}})
+    client = RawClient(server.port, extra=OFFER)
+    messages = [text_of(300, 1).encode(), text_of(50_000, 2).encode(), text_of(200, 2).encode(),
+                text_of(40, 1).encode() + text_of(30, 2).encode(), text_of(300, 1).encode()]
+    sent = b""  # what the receiver has inflated so far: the window to refer to
+    compressor: Any = None
+    for n, msg in enumerate(messages):
+        if n < 3:
+            # Each a whole stream of its own, ended by BFINAL, primed with the window.
+            history = sent[-32768:]
+            one = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=history) if history else \
+                zlib.compressobj(6, zlib.DEFLATED, -15)
+            payload = one.compress(msg) + one.flush(zlib.Z_FINISH)
+        else:
+            # Then back to the usual sync flush, in one stream that goes on.
+            compressor = compressor or zlib.compressobj(6, zlib.DEFLATED, -15,
+                                                        zdict=sent[-32768:])
+            payload = (compressor.compress(msg) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        client.send_frame(0x2, payload, rsv=4)
+        sent += msg
+    wait_for(lambda: len(got) == len(messages) or bool(closed), message="every message")
+    assert (got, closed) == (messages, [])
+    client.close()
+
+
 # -- through the server -----------------------------------------------------------------
 
 
