@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import h11
 from wsproto.extensions import Extension, PerMessageDeflate
@@ -176,10 +176,18 @@ def parse_url(url: object) -> Target:
             raise ValueError(f"url {url!r} has an invalid host name") from None
     bracketed = f"[{host}]" if ipv6 else host
     host_header = bracketed if port == default_port else f"{bracketed}:{port}"
-    resource = parts.path or "/"
+    # As browsers and Bun do (WHATWG URL): characters a request line cannot
+    # carry as they are, non-ASCII ones among them, go percent-encoded as UTF-8.
+    resource = quote(parts.path, safe=_PATH_SAFE) or "/"
     if parts.query:
-        resource += "?" + parts.query
+        resource += "?" + quote(parts.query, safe=_QUERY_SAFE)
     return Target(url, secure, host, port, resource, host_header)
+
+
+# The printable ASCII that WHATWG's path and query percent-encode sets leave as
+# it is ("%" included: what is already escaped stays so).
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"#<>?`{}')
+_QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "\"#<>'")
 
 
 def normalize_headers(headers: object) -> list[tuple[str, str]]:

@@ -342,6 +342,27 @@ def test_headers_and_subprotocol_reach_syncws_server(make_server: Any) -> None:
                     "offered": "superchat, chat", "path": "/room", "query": {"name": "ann"}}
 
 
+def test_non_ascii_urls_are_percent_encoded_by_both_clients(make_server: Any) -> None:
+    targets: list[str] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
+        targets.append(req.target)
+        server.upgrade(req)
+
+    server = make_server(fetch, Echo)
+    url = f"ws://127.0.0.1:{server.port}/ws/caf\u00e9?room=caf\u00e9\u2615&q=\"x\"&done=%41"
+    with syncws.connect(url) as ws:  # not a UnicodeEncodeError
+        ws.send("hi")
+        assert ws.recv(timeout=wait(5)) == "hi"
+    event_ws = syncws.WebSocket(url)
+    recorder = Recorder(event_ws, on_open=lambda event: event_ws.close())
+    assert recorder.closed.wait(wait(5))
+    assert recorder.events[0] == ("open",)
+    # As browsers and Bun send it (WHATWG URL); an escape already there stays as it is.
+    expected = "/ws/caf%C3%A9?room=caf%C3%A9%E2%98%95&q=%22x%22&done=%41"
+    assert targets == [expected, expected]
+
+
 def test_refused_handshake_raises_handshake_error(make_server: Any) -> None:
     server = make_server(lambda req, srv: syncws.Response("Forbidden here", status=403),
                          Echo)
