@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 from . import _frames
 from ._cork import CORKS, Part, queue_part
@@ -38,6 +38,7 @@ from ._tls import TlsHandshake, server_context, wrap_accepted
 from ._workers import WorkerPool
 from ._ws_conn import ACCEPTED, BACKPRESSURE, DROPPED, WsConnection, send_result
 from .redis_bridge import RedisBridge
+from .types import DataT as T
 from .types import SocketAddress
 from .websocket import ServerWebSocket, check_compress
 
@@ -48,9 +49,8 @@ __all__ = ["Server", "WebSocketHandler", "serve"]
 
 logger = logging.getLogger("syncws")
 
-T = TypeVar("T")
 
-Fetch = Callable[[Request, "Server[Any]"], "Response | None"]
+Fetch = Callable[[Request, "Server[T]"], "Response | None"]
 
 ACCEPTS_PER_TURN = 64
 EMFILE_PAUSE = 0.1
@@ -110,7 +110,7 @@ class Server(Generic[T]):
     ``stop()``. Use it as a context manager to stop it on exit.
     """
 
-    def __init__(self, fetch: Fetch | None, websocket: object, *, hostname: str, port: int,
+    def __init__(self, fetch: Fetch[T] | None, websocket: object, *, hostname: str, port: int,
                  tls: object, workers: int | None, reuse_port: bool,
                  max_connections: int | None, max_request_body_size: int,
                  request_timeout: float, bridge: RedisBridge | None = None) -> None:
@@ -657,7 +657,7 @@ class _Housekeeper:
         self.server._housekeeping()
 
 
-def serve(fetch: Fetch | None = None,
+def serve(fetch: Fetch[T] | None = None,
           websocket: WebSocketHandler[T] | Mapping[str, Any] | None = None, *,
           hostname: str = "0.0.0.0", port: int = 3000,
           tls: object = None, workers: int | None = None, reuse_port: bool = False,

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 __all__ = ["CloseCode", "ReadyState", "SocketAddress"]
+
+# The type of ws.data in Server[T], ServerWebSocket[T] and WebSocketHandler[T].
+# Any unless something says otherwise (a typed fetch or handler class), so that
+# ``server = syncws.serve(websocket={...})`` type-checks without an annotation.
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar  # its default= (PEP 696) on every Python
+
+    DataT = TypeVar("DataT", default=Any)
+else:  # the default only matters to type checkers; typing_extensions is no dependency
+    from typing import TypeVar
+
+    DataT = TypeVar("DataT")
 
 
 class ReadyState(enum.IntEnum):

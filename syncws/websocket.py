@@ -12,6 +12,7 @@ from ._deflate import MIN_COMPRESS_SIZE
 from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame, frame_header
 from ._pubsub import check_topic
 from ._ws_conn import DROPPED, send_result
+from .types import DataT as T
 from .types import ReadyState
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerWebSocket"]
 
-T = TypeVar("T")
 R = TypeVar("R")
 
 # How much of ws.data repr(ws) shows: enough to tell sessions apart.
