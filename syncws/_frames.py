@@ -157,7 +157,7 @@ def close_echo(code: int, reason: str) -> bytes:
 def control_payload(data: object, what: str) -> bytes:
     """The payload of a ping or pong: str (as UTF-8) or bytes-like, at most 125 bytes."""
     if isinstance(data, str):
-        payload = data.encode("utf-8")
+        payload = encode_text(data)
     else:
         found = buffer_bytes(data)
         if found is None:
@@ -254,10 +254,24 @@ def _join(parts: list[Any]) -> str | bytes:
     return ("" if isinstance(parts[0], str) else b"").join(parts)
 
 
+def encode_text(text: str) -> bytes:
+    """``text`` as UTF-8, each lone surrogate replaced by U+FFFD, as Bun does.
+
+    A text frame must be valid UTF-8, and Python strings can hold what UTF-8
+    cannot: ``json.loads('"\\ud83d"')`` from a peer's valid JSON, say.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 can carry lone surrogates through; its decoder replaces them.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace") \
+            .encode("utf-8")
+
+
 def message_payload(message: object, argument: str = "message") -> tuple[int, bytes]:
     """Return ``(opcode, payload bytes)`` for a str (text) or bytes-like (binary) message."""
     if isinstance(message, str):
-        return OP_TEXT, message.encode("utf-8")
+        return OP_TEXT, encode_text(message)
     payload = buffer_bytes(message)
     if payload is None:
         raise TypeError(

@@ -73,7 +73,7 @@ class ServerWebSocket(Generic[T]):
         """Send a text message; ``TypeError`` for anything but ``str``."""
         if not isinstance(message, str):
             raise TypeError(f"send_text expects a str, not {type(message).__name__}")
-        return self._send(OP_TEXT, message.encode("utf-8"), compress)
+        return self._send(OP_TEXT, _frames.encode_text(message), compress)
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
         """Send a binary message; ``TypeError`` for anything but bytes-like."""

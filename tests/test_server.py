@@ -965,6 +965,29 @@ def test_repr_of_ws_shows_its_peer_state_and_a_bounded_part_of_data(make_server:
     assert len(text) < 250, len(text)
 
 
+def test_lone_surrogates_go_out_as_u_fffd_as_in_bun(make_server: Any) -> None:
+    import json
+
+    lone = json.loads('"a\\ud83db"')  # a peer's valid JSON can make one
+
+    def on_open(ws: Any) -> None:
+        ws.subscribe("room")
+
+    def on_message(ws: Any, msg: Any) -> None:
+        ws.send(lone)
+        ws.send_text(lone)
+        ws.publish("room", lone)  # not to ws itself (publish_to_self is off)
+        ws.ping(lone)
+        server.publish("room", lone)
+
+    server = make_server(websocket={"open": on_open, "message": on_message})
+    with connect(f"ws://127.0.0.1:{server.port}/") as other, \
+            connect(f"ws://127.0.0.1:{server.port}/") as sender:
+        sender.send("go")  # not a UnicodeEncodeError that closes sender with 1011
+        assert [sender.recv(timeout=wait(5)) for _ in range(3)] == ["a\ufffdb"] * 3
+        assert [other.recv(timeout=wait(5)) for _ in range(2)] == ["a\ufffdb"] * 2
+
+
 def test_stop_without_closing_keeps_connections_open(make_server: Any) -> None:
     server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
     with connect(f"ws://127.0.0.1:{server.port}/") as client:
