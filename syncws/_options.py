@@ -47,14 +47,32 @@ class WebSocketConfig:
     deflate: DeflateConfig | None = None
 
 
-def check_plain_callable(fn: object, what: str) -> None:
-    """``TypeError`` unless ``fn`` is a plain (not ``async def``) callable."""
+# What each handler is called with (fetch's are "req, server").
+HANDLER_ARGUMENTS = {"open": "ws", "message": "ws, message", "close": "ws, code, reason",
+                     "drain": "ws", "ping": "ws, data", "pong": "ws, data", "error": "ws, exc"}
+
+
+def check_plain_callable(fn: object, what: str, arguments: str) -> None:
+    """``TypeError`` unless ``fn`` is a plain (not ``async def``) callable that
+    takes ``arguments`` (a comma-separated list of their names).
+
+    A handler written as in JavaScript, ``lambda ws: ...`` for ``message``,
+    would otherwise fail on every call, far from where it was written.
+    """
     if not callable(fn):
         raise TypeError(f"{what} must be callable")
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004
     ):
         raise TypeError(f"{what} is async def; syncws runs plain functions on worker threads")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): left to the call
+    try:
+        signature.bind(*arguments.split(", "))
+    except TypeError:
+        raise TypeError(f"{what} must take ({arguments}), not {signature}") from None
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -99,7 +117,7 @@ def parse_websocket(spec: object) -> WebSocketConfig:
     for name in HANDLER_NAMES:
         fn = values.get(name)
         if fn is not None:
-            check_plain_callable(fn, f"websocket handler {name!r}")
+            check_plain_callable(fn, f"websocket handler {name!r}", HANDLER_ARGUMENTS[name])
         handlers[name] = fn
     message = handlers.pop("message")
     if message is None:

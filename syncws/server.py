@@ -115,7 +115,7 @@ class Server(Generic[T]):
                  max_connections: int | None, max_request_body_size: int,
                  request_timeout: float, bridge: RedisBridge | None = None) -> None:
         if fetch is not None:
-            check_plain_callable(fetch, "fetch")
+            check_plain_callable(fetch, "fetch", "req, server")
         self._tls_context = None if tls is None else server_context(tls)
         if workers is None:
             workers = min(32, (os.cpu_count() or 1) + 4)

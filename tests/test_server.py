@@ -6,6 +6,7 @@ import array
 import base64
 import hashlib
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -403,6 +404,29 @@ def test_upgrade_without_websocket_option_raises_type_error(make_server: Any) ->
 def test_bad_websocket_options_are_refused(spec: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         syncws.serve(websocket=spec, port=0, hostname="127.0.0.1")
+
+
+@pytest.mark.parametrize("fetch, spec, named", [
+    (None, {"message": lambda ws: None}, "'message' must take (ws, message), not (ws)"),
+    (None, {"message": lambda ws, m: None, "close": lambda ws: None},
+     "'close' must take (ws, code, reason)"),
+    (None, {"message": lambda ws, m: None, "error": lambda ws, exc, extra: None}, "'error'"),
+    (lambda req: None, {"message": lambda ws, m: None}, "fetch must take (req, server)"),
+])
+def test_handlers_that_cannot_take_their_arguments_are_refused_at_serve(
+        fetch: Any, spec: dict[str, Any], named: str) -> None:
+    # Not a failure on every message later (a JavaScript habit: message(ws) alone).
+    with pytest.raises(TypeError, match=re.escape(named)):
+        syncws.serve(fetch, websocket=spec, port=0, hostname="127.0.0.1")
+
+
+def test_handlers_with_defaults_varargs_or_no_signature_are_accepted(make_server: Any) -> None:
+    got: list[Any] = []
+    server = make_server(websocket={"message": lambda *args: got.append(args[1]),
+                                    "open": lambda ws, greeting="hi": None, "drain": print})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client:
+        client.send("x")
+        wait_for(lambda: got == ["x"], message="the message handler ran")
 
 
 @pytest.mark.parametrize("kwargs, error, named", [
