@@ -203,7 +203,8 @@ class ServerWebSocket(Generic[T]):
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; returns at once.
 
-        Messages queued before are delivered first. ``ValueError`` for a code
+        What was sent before goes out first; messages received but not yet
+        handled are dropped, as in Bun (only ``close`` runs). ``ValueError`` for a code
         that may not be sent (only 1000-1003, 1007-1013, 3000-4999) or a
         reason over 123 UTF-8 bytes. A second call does nothing.
         """
