@@ -60,10 +60,17 @@ class Waker:
     An eventfd on Linux (a write and a read cost ~1 us there, a socketpair's
     ~4 us), a socketpair elsewhere. ``wake`` never blocks and ignores a full
     or closed descriptor: a wakeup is pending then anyway, or nobody waits.
+    ``wake`` and ``close`` may race (another thread wakes the loop as it
+    ends): after ``close`` a wake writes nothing.
     """
 
     def __init__(self) -> None:
         self._sockets: tuple[socket.socket, socket.socket] | None = None
+        # Without it a wake could write to the number close() just freed, by
+        # then another file's or socket's. Wakes are rare (only a waiting loop
+        # gets one), so the lock costs next to nothing.
+        self._lock = threading.Lock()
+        self._closed = False
         if hasattr(os, "eventfd"):
             self._fd = self._write_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:  # pragma: no cover - not Linux
@@ -77,9 +84,10 @@ class Waker:
         return self._fd
 
     def wake(self) -> None:
-        """Make the descriptor readable. Any thread."""
-        with contextlib.suppress(OSError):
-            os.write(self._write_fd, _ONE)
+        """Make the descriptor readable; nothing once closed. Any thread."""
+        with self._lock, contextlib.suppress(OSError):
+            if not self._closed:
+                os.write(self._write_fd, _ONE)
 
     def drain(self) -> None:
         """Make the descriptor unreadable again (every wakeup so far is consumed)."""
@@ -92,11 +100,16 @@ class Waker:
         return os.read(self._fd, 4096 if self._sockets is not None else 8)
 
     def close(self) -> None:
-        if self._sockets is not None:
-            for sock in self._sockets:
-                sock.close()
-        else:
-            os.close(self._fd)
+        """Close the descriptors; later wakes do nothing. A second call does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._sockets is not None:
+                for sock in self._sockets:
+                    sock.close()
+            else:
+                os.close(self._fd)
 
 
 # What wake() writes: an eventfd adds this 8-byte counter value.

@@ -19,6 +19,8 @@ import itertools
 import logging
 import ssl as ssl_module
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, overload
@@ -56,6 +58,11 @@ _client_ids = itertools.count(1)
 
 EventType = Literal["open", "message", "close", "error"]
 _EVENT_TYPES: tuple[str, ...] = ("open", "message", "close", "error")
+
+# How long an event held for a type nobody listens to yet holds back the
+# events after it (see WebSocket): long enough for a burst of
+# add_event_listener calls, even on a thread the GIL keeps waiting.
+HOLD_BACK: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,21 @@ class WebSocket:
     is closed, as a Bun script stays alive. Listeners run on that thread, one at a time and in
     order: "open", then "message"s, then "close"; "error" comes before the
     "close" of a failed connection, which then has code 1006 (as in the
-    browser; the "error" says what went wrong). Events of a type nobody
-    listens to yet are held and delivered once the first listener for that
-    type is added, so adding listeners right after the constructor never
-    misses "open". Held messages are bounded (``INBOX_MAX_BYTES``,
+    browser; the "error" says what went wrong).
+
+    Events of a type that has never had a listener are held and delivered
+    once the first listener for that type is added, so adding listeners
+    right after the constructor never misses "open". Such a held event also
+    holds back the events after it until ``HOLD_BACK`` (0.1 s) has passed
+    since the last event held that way or the last first listener of a
+    type, whichever is later; then the events held back go out to their
+    listeners and the held ones wait on for theirs. So listeners added one
+    after another without such a pause, as right after the constructor and
+    in any order, get every event in the order it happened ("error" before
+    "close" even with the "close" listener added first), and a type nobody
+    ever listens to delays the others by at most ``HOLD_BACK``. A listener
+    added after such a pause still gets its held events, but after events
+    that happened later. Held messages are bounded (``INBOX_MAX_BYTES``,
     ``INBOX_MAX_MESSAGES``): past that, as in a browser where no listener
     hears them, messages are dropped, with one warning in the log.
 
@@ -140,9 +158,15 @@ class WebSocket:
         self._max_payload_length = max_payload_length
         self.url: str = target.url
         self._lock = threading.Lock()
+        # Notified when a type gets its first listener: held events may go.
+        self._listened = threading.Condition(self._lock)
         self._listeners: dict[str, list[Listener]] = {t: [] for t in _EVENT_TYPES}
-        self._seen: set[str] = set()
-        self._held: dict[str, list[Event]] = {t: [] for t in _EVENT_TYPES}
+        self._seen: set[str] = set()  # the types that ever had a listener
+        # Undelivered events in the order they happened: those of a type not
+        # in _seen, and those held back behind them (see the class docstring).
+        self._held: deque[Event] = deque()
+        self._hold_until = 0.0  # time.monotonic(): until then held events hold back
+        self._held_messages = 0
         self._held_message_bytes = 0
         self._dropping_logged = False
         self._state = ReadyState.CONNECTING
@@ -226,16 +250,22 @@ class WebSocket:
         with self._lock:
             if listener not in self._listeners[type]:
                 self._listeners[type].append(listener)
-            first = type not in self._seen
+            if type in self._seen:
+                return
             self._seen.add(type)
-            flush = first and bool(self._held[type])
-            start_thread = flush and not self._dispatching
-            if start_thread:
-                self._dispatching = True
+            if type == "message":
+                self._held_messages = self._held_message_bytes = 0  # no longer bounded
+            # More first listeners may follow at once: give them time too.
+            self._hold_until = time.monotonic() + HOLD_BACK
+            if not any(event.type == type for event in self._held):
+                return
+            self._listened.notify_all()
+            start_thread = not self._dispatching
+            self._dispatching = True
         if start_thread:
             # The connection's thread is gone; a short-lived one delivers what was held.
             threading.Thread(target=self._drain_held, name=self._thread_name).start()
-        elif flush:
+        else:
             self._inbox.put(_WAKE, None)
 
     def remove_event_listener(self, type: EventType, listener: Callable[[Any], object]) -> None:
@@ -418,22 +448,26 @@ class WebSocket:
         self._drain_held()
 
     def _emit(self, event: Event) -> None:
+        listeners: list[Listener] | None = None
         with self._lock:
             if event.type not in self._seen:
-                if isinstance(event, MessageEvent) and not self._room_to_hold(event):
-                    return
-                self._held[event.type].append(event)
+                # Held for a first listener; holding it releases nothing held before.
+                if not isinstance(event, MessageEvent) or self._room_to_hold(event):
+                    self._held.append(event)
+                    self._hold_until = time.monotonic() + HOLD_BACK
                 return
-            batch = [*self._held[event.type], event]
-            self._held[event.type] = []
-            if event.type == "message":
-                self._held_message_bytes = 0
-            listeners = list(self._listeners[event.type])
-        self._call(listeners, batch)
+            if self._held:
+                self._held.append(event)  # it goes after what happened before it
+            else:
+                listeners = list(self._listeners[event.type])
+        if listeners is None:
+            self._deliver_held()
+        else:
+            self._call([(event, listeners)])
 
     def _room_to_hold(self, event: MessageEvent) -> bool:
         """Count ``event`` in the held messages, or say there is no room (lock held)."""
-        held = len(self._held["message"])
+        held = self._held_messages
         data = event.data
         size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
         if held and (held >= INBOX_MAX_MESSAGES or
@@ -443,32 +477,55 @@ class WebSocket:
                 logger.warning("syncws client: no 'message' listener on %s: messages past "
                                "the first %d bytes are dropped", self.url, INBOX_MAX_BYTES)
             return False
+        self._held_messages += 1
         self._held_message_bytes += size
         return True
 
-    def _deliver_held(self) -> None:
-        with self._lock:
-            ready = [(list(self._listeners[t]), self._held[t]) for t in _EVENT_TYPES
-                     if t in self._seen and self._held[t]]
-            for t in _EVENT_TYPES:
-                if t in self._seen:
-                    self._held[t] = []
-            if "message" in self._seen:
-                self._held_message_bytes = 0
-        for listeners, batch in ready:
-            self._call(listeners, batch)
+    def _deliver_held(self, *, last: bool = False) -> None:
+        """Deliver the held events that have listeners, in order, waiting out ``HOLD_BACK``.
+
+        Returns once no held event has a listener. With ``last`` (this thread
+        then ends) it first waits out ``HOLD_BACK`` for listeners still being
+        added, so that a burst of them needs no new thread, and from then on
+        add_event_listener starts one for what it releases.
+        """
+        while True:
+            with self._lock:
+                batch = self._take_ready()
+                if not batch:
+                    left = self._hold_until - time.monotonic()
+                    if left > 0 and ((last and self._held) or
+                                     any(event.type in self._seen for event in self._held)):
+                        self._listened.wait(left)
+                        continue
+                    if last:
+                        self._dispatching = False
+                    return
+            self._call(batch)
+
+    def _take_ready(self) -> list[tuple[Event, list[Listener]]]:
+        """Take the held events that may go now, with their listeners (lock held)."""
+        if not self._held:
+            return []
+        holding = time.monotonic() < self._hold_until
+        ready: list[tuple[Event, list[Listener]]] = []
+        kept: deque[Event] = deque()
+        for event in self._held:
+            # While holding, an event without a listener holds back all after it.
+            if event.type in self._seen and not (holding and kept):
+                ready.append((event, list(self._listeners[event.type])))
+            else:
+                kept.append(event)
+        if ready:
+            self._held = kept
+        return ready
 
     def _drain_held(self) -> None:
         """Deliver held events until none can be; then this thread may end."""
-        while True:
-            with self._lock:
-                if not any(self._held[t] for t in self._seen):
-                    self._dispatching = False
-                    return
-            self._deliver_held()
+        self._deliver_held(last=True)
 
-    def _call(self, listeners: list[Listener], events: list[Event]) -> None:
-        for event in events:
+    def _call(self, batch: list[tuple[Event, list[Listener]]]) -> None:
+        for event, listeners in batch:
             for listener in listeners:
                 try:
                     listener(event)

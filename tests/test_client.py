@@ -1324,6 +1324,84 @@ def test_events_are_held_until_a_listener_is_added(make_server: Any) -> None:
     assert all(name.startswith("syncws-client-") for _, name in late)
 
 
+def listen(ws: syncws.WebSocket, *types: str) -> tuple[list[tuple[Any, ...]], threading.Event]:
+    """Add one recording listener per type, in the order given: (events, closed)."""
+    events: list[tuple[Any, ...]] = []
+    closed = threading.Event()
+
+    def record(event: Any) -> None:
+        if isinstance(event, syncws.MessageEvent):
+            events.append(("message", event.data))
+        elif isinstance(event, syncws.CloseEvent):
+            events.append(("close", event.code, event.reason))
+            closed.set()
+        else:
+            events.append((event.type,))
+
+    for type in types:
+        ws.add_event_listener(type, record)  # type: ignore[call-overload]
+    return events, closed
+
+
+def events_happened(ws: syncws.WebSocket) -> None:
+    """Wait until the event thread is done: every event happened with no listener."""
+    ws._thread.join(wait(5))
+    assert not ws._thread.is_alive()
+
+
+@pytest.mark.parametrize("added", ["just after the events", "after the event thread ended"])
+def test_event_api_refused_connection_gives_error_then_close_whatever_the_listener_order(
+        added: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{holder.getsockname()[1]}/")
+        if added == "just after the events":  # as when a connection fails at once
+            wait_for(lambda: ws.ready_state is syncws.ReadyState.CLOSED, message="CLOSED")
+        else:
+            events_happened(ws)
+        events, closed = listen(ws, "close", "error")
+        assert closed.wait(wait(5))
+    assert events == [("error",), ("close", 1006, "")]
+
+
+def test_event_api_open_messages_close_in_order_with_listeners_added_in_reverse(
+        make_server: Any) -> None:
+    def on_open(ws: Any) -> None:
+        ws.send("one")
+        ws.send(b"two")
+        ws.close(4002, "srv-bye")
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    events_happened(ws)
+    events, closed = listen(ws, "close", "message", "open")
+    assert closed.wait(wait(5))
+    assert events == [("open",), ("message", "one"), ("message", b"two"),
+                      ("close", 4002, "srv-bye")]
+
+
+def test_event_api_a_type_nobody_listens_to_holds_back_nothing_for_long(
+        make_server: Any) -> None:
+    """No "error" (or "open") listener ever: "close" (and the messages) still come."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        ws = syncws.WebSocket(f"ws://127.0.0.1:{holder.getsockname()[1]}/")
+        events, closed = listen(ws, "close")
+        assert closed.wait(wait(5))
+    assert events == [("close", 1006, "")]
+
+    def on_open(ws: Any) -> None:
+        ws.send("one")
+        ws.close(4002, "srv-bye")
+
+    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    events_happened(ws)
+    events, closed = listen(ws, "close", "message")
+    assert closed.wait(wait(5))
+    assert events == [("message", "one"), ("close", 4002, "srv-bye")]
+
+
 def test_messages_held_without_a_listener_are_bounded(make_server: Any,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """No "message" listener: the first 1 MiB is held for a late listener, the rest dropped."""

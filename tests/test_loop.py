@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
 
 import pytest
@@ -100,6 +101,33 @@ def test_waker_wakes_select_and_drains(monkeypatch: pytest.MonkeyPatch, eventfd:
         assert select.select([waker], [], [], 0)[0] == []
     finally:
         waker.close()
+
+
+@pytest.mark.parametrize("eventfd", [True, False], ids=["eventfd", "socketpair"])
+def test_a_wake_after_close_writes_nothing_to_a_reused_descriptor(
+        monkeypatch: pytest.MonkeyPatch, eventfd: bool) -> None:
+    """The loop thread closes its waker as it ends while another thread may still
+    wake it: the descriptor number may already name an unrelated socket."""
+    if not eventfd:
+        monkeypatch.delattr(os, "eventfd", raising=False)
+    elif not hasattr(os, "eventfd"):
+        pytest.skip("no eventfd here")
+    receiver, sender = socket.socketpair()  # first, so as not to take the number itself
+    waker = Waker()
+    number = waker._write_fd
+    waker.close()
+    try:
+        os.dup2(sender.fileno(), number)  # the freed number now names another socket
+        try:
+            waker.wake()
+            assert select.select([receiver], [], [], 0)[0] == [], \
+                "the wakeup landed in the socket that reused the waker's descriptor"
+        finally:
+            os.close(number)
+        waker.close()  # a second close does nothing (it must not close a reused number)
+    finally:
+        receiver.close()
+        sender.close()
 
 
 def test_writes_and_calls_queued_during_a_turn_wait_for_the_next_turn() -> None:
