@@ -32,11 +32,16 @@ _TLS_KEYS = {"certfile", "keyfile", "password", "ca_certs"}
 
 
 def server_context(tls: object) -> ssl.SSLContext:
-    """An SSLContext from ``serve(tls=...)``: a context as is, or a dict of files.
+    """An SSLContext from ``serve(tls=...)``: a context (checked), or a dict of files.
+
+    The dict: ``certfile`` (the chain, PEM), ``keyfile`` and ``password``
+    (optional), ``ca_certs`` (optional: then only clients with a certificate
+    these CAs signed get in).
 
     >>> server_context({"certfile": "cert.pem", "keyfile": "key.pem"})  # doctest: +SKIP
     """
     if isinstance(tls, ssl.SSLContext):
+        check_serves(tls)
         return tls
     if not isinstance(tls, Mapping):
         raise TypeError("tls must be an ssl.SSLContext or a dict with certfile and keyfile")
@@ -49,8 +54,47 @@ def server_context(tls: object) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certfile, tls.get("keyfile"), tls.get("password"))
     if tls.get("ca_certs"):
+        # Why else name CAs on a server: only clients with a certificate they
+        # signed get in (mutual TLS). Anything finer: pass an SSLContext.
         context.load_verify_locations(tls["ca_certs"])
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def check_serves(context: ssl.SSLContext) -> None:
+    """``ValueError`` unless ``context`` can complete a handshake as a server.
+
+    Run once at ``serve()``, in memory: a client context
+    (``ssl.create_default_context()``) or one without a certificate would
+    otherwise fail every connection, one traceback or alert at a time.
+    """
+    try:
+        context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    except (ValueError, ssl.SSLError) as exc:
+        raise ValueError(f"tls: this SSLContext cannot serve ({exc}); build it with "
+                         "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)") from None
+    if context.verify_mode != ssl.CERT_NONE:
+        return  # it wants a client certificate, which a trial client would not have
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = context.wrap_bio(to_server, to_client, server_side=True)
+    client = client_context.wrap_bio(to_client, to_server)
+    done: set[ssl.SSLObject] = set()
+    try:
+        for _ in range(8):  # a TLS 1.2 or 1.3 handshake takes 2-4 flights
+            for side in (client, server):
+                if side not in done:
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        side.do_handshake()
+                        done.add(side)
+            if len(done) == 2:
+                return
+    except ssl.SSLError as exc:
+        raise ValueError(f"tls: this SSLContext cannot complete a TLS handshake as a server "
+                         f"({exc.reason or exc}); is a certificate loaded "
+                         "(load_cert_chain)?") from None
 
 
 class TlsHandshake:

@@ -490,20 +490,30 @@ class Server(Generic[T]):
                 raise
             if self._max_connections is not None and self._connections >= \
                     self._max_connections:
-                with contextlib.suppress(OSError):
-                    sock.send(plain_response(503, "Too many connections"))
+                if self._tls_context is None:  # (a TLS client would read it as garbage)
+                    with contextlib.suppress(OSError):
+                        sock.send(plain_response(503, "Too many connections"))
                 sock.close()
                 continue
-            sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.setblocking(False)
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._tls_context is not None:
+                    # A peer already gone (a port scan's connect and reset) fails
+                    # the wrap, which then leaves its socket to the GC: look first.
+                    sock.getpeername()
+                    sock = wrap_accepted(self._tls_context, sock)
+            except OSError as exc:
+                logger.debug("%s dropped on accept: %s", addr[0], exc)
+                sock.close()
+                continue
             with self._lock:
                 self._connections += 1
-            if self._tls_context is None:
-                self._http_conns.add(HttpConnection(sock, self._loop, addr[:2], self))
+            if isinstance(sock, ssl.SSLSocket):
+                self._http_conns.add(TlsHandshake(sock, self._loop, addr[:2], self))
             else:
-                tls_sock = wrap_accepted(self._tls_context, sock)
-                self._http_conns.add(TlsHandshake(tls_sock, self._loop, addr[:2], self))
+                self._http_conns.add(HttpConnection(sock, self._loop, addr[:2], self))
 
     def _tls_ready(self, handshake: TlsHandshake, sock: ssl.SSLSocket) -> None:
         """The TLS handshake is done: speak HTTP over the wrapped socket."""
@@ -678,6 +688,9 @@ def serve(fetch: Fetch[T] | None = None,
         )
         server.serve_forever()
 
+    ``tls`` serves ``wss://`` and ``https://``: an ``ssl.SSLContext``, or
+    ``{"certfile": ..., "keyfile": ...}`` (also ``password``, and ``ca_certs``
+    to let in only clients with a certificate those CAs signed).
     ``reuse_port=True`` lets several processes listen on one port (the
     kernel spreads connections); ``bridge=syncws.RedisBridge(url)`` carries
     publishes to the subscribers of the other processes and machines.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import struct
+import threading
 import time
 from typing import Any
 
 import pytest
 import trustme
-from conftest import wait
+from conftest import wait, wait_for
 from websockets.sync.client import connect as peer_connect
 
 import syncws
@@ -27,7 +30,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cert.private_key_pem.write_to_path(keyfile)
     client = ssl.create_default_context()
     ca.configure_trust(client)
-    return {"certfile": str(certfile), "keyfile": str(keyfile), "client": client}
+    ca_file = folder / "ca.pem"
+    ca.cert_pem.write_to_path(ca_file)
+    # A client that presents a certificate the CA signed (mutual TLS).
+    with_cert = ssl.create_default_context()
+    ca.configure_trust(with_cert)
+    ca.issue_cert("client@example.com").configure_cert(with_cert)
+    return {"certfile": str(certfile), "keyfile": str(keyfile), "client": client,
+            "ca": str(ca_file), "client_with_cert": with_cert}
 
 
 def test_python_websockets_client_echoes_over_wss(make_server: Any,
@@ -98,3 +108,75 @@ def test_bad_tls_option_is_refused() -> None:
     with pytest.raises(TypeError):
         syncws.serve(websocket={"message": lambda ws, m: None}, port=0,
                      hostname="127.0.0.1", tls={"cert": "x"})
+
+
+def test_peers_gone_before_accept_leave_no_count_behind(
+        make_server: Any, certs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """A port scan's connect and reset: wrapping such a socket fails, and the slot it
+    took under max_connections must come back (it locked wss clients out for good)."""
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)},
+                         tls={"certfile": certs["certfile"], "keyfile": certs["keyfile"]},
+                         max_connections=5)
+    hold, release = threading.Event(), threading.Event()
+
+    def block_loop() -> None:  # the loop accepts nothing until the resets are in
+        hold.set()
+        release.wait(wait(10))
+
+    server._loop.call_soon_threadsafe(block_loop)
+    assert hold.wait(wait(5))
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST
+    release.set()
+    wait_for(lambda: server.stats()["connections"] == 0, message="no connection counted")
+    with syncws.connect(f"wss://127.0.0.1:{server.port}/", ssl=certs["client"]) as client:
+        client.send("still in")
+        assert client.recv(timeout=wait(5)) == "still in"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_over_max_connections_a_tls_client_gets_no_cleartext(
+        make_server: Any, certs: dict[str, Any]) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)},
+                         tls={"certfile": certs["certfile"], "keyfile": certs["keyfile"]},
+                         max_connections=1)
+    with syncws.connect(f"wss://127.0.0.1:{server.port}/", ssl=certs["client"]):
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+        try:
+            received = raw.recv(100)
+        except ConnectionResetError:
+            received = b""
+        finally:
+            raw.close()
+        # A cleartext "HTTP/1.1 503" would reach a TLS client as garbage.
+        assert received == b""
+
+
+@pytest.mark.parametrize("kind", ["client context", "no certificate"])
+def test_an_ssl_context_that_cannot_serve_is_refused_at_serve(kind: str) -> None:
+    if kind == "client context":
+        context = ssl.create_default_context()  # Purpose.SERVER_AUTH: for clients
+        match = "cannot serve"
+    else:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        match = "certificate loaded"
+    with pytest.raises(ValueError, match=match):
+        syncws.serve(websocket={"message": lambda ws, m: None}, port=0,
+                     hostname="127.0.0.1", tls=context)
+
+
+def test_ca_certs_lets_in_only_clients_with_a_certificate_it_signed(
+        make_server: Any, certs: dict[str, Any]) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)},
+                         tls={"certfile": certs["certfile"], "keyfile": certs["keyfile"],
+                              "ca_certs": certs["ca"]})
+    url = f"wss://127.0.0.1:{server.port}/"
+    with syncws.connect(url, ssl=certs["client_with_cert"]) as client:
+        client.send("mutual")
+        assert client.recv(timeout=wait(5)) == "mutual"
+    with pytest.raises((ssl.SSLError, syncws.HandshakeError, ConnectionError)), \
+            syncws.connect(url, ssl=certs["client"], timeout=wait(5)) as client:
+        client.send("no certificate")  # TLS 1.3 may report the refusal only here
+        client.recv(timeout=wait(5))
