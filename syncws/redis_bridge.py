@@ -52,6 +52,7 @@ import time
 from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ._frames import OP_BINARY, OP_TEXT, message_payload
 from ._pubsub import check_topic
@@ -73,8 +74,11 @@ SUBSCRIBER_POLL = 0.05
 # Reconnect backoff: doubles from the first value up to the second, with jitter.
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
-# At most this many messages go to Redis in one pipelined round trip.
+# At most this many messages, and about this many bytes, go to Redis in one
+# pipelined round trip: Redis cuts off a subscriber that falls 32 MB behind
+# (client-output-buffer-limit pubsub), and a huge batch is how one does.
 MAX_BATCH = 512
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 # A publisher connection idle for longer is pinged before it is used again.
 IDLE_CHECK = 1.0
 
@@ -90,6 +94,29 @@ def _import_redis() -> ModuleType:
             "syncws's Redis bridge needs the redis package: pip install 'syncws[redis]'"
         ) from exc
     return redis
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password hidden, for logs and reprs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<a Redis URL>"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def check_url(redis: ModuleType, url: object) -> str:
+    """``url`` if redis-py can connect with it, else ``TypeError``/``ValueError`` now."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"url {redacted(url)!r}: {exc}") from None
+    return url
 
 
 def _client(redis: ModuleType, url: str, **options: Any) -> Any:
@@ -151,19 +178,22 @@ class RedisBridge:
     ``url`` is a redis-py URL (``redis://``, ``rediss://``, ``unix://``);
     ``channel_prefix + topic`` names the Redis channel of a topic, so
     unrelated applications sharing one Redis should use different
-    prefixes; ``max_pending`` bounds the messages waiting for Redis.
+    prefixes; ``max_pending`` and ``max_pending_bytes`` bound the messages
+    waiting for Redis (past either, the oldest are dropped and counted).
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, channel_prefix: str = DEFAULT_PREFIX,
-                 max_pending: int = 10_000) -> None:
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {type(url).__name__}")
-        if not isinstance(max_pending, int) or isinstance(max_pending, bool) or max_pending < 1:
-            raise ValueError(f"max_pending must be a positive int, not {max_pending!r}")
+                 max_pending: int = 10_000, max_pending_bytes: int = 64 * 1024 * 1024) -> None:
+        for name, value in (("max_pending", max_pending),
+                            ("max_pending_bytes", max_pending_bytes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
         self._redis = _import_redis()
-        self.url = url
+        self.url = check_url(self._redis, url)
+        self._shown_url = redacted(url)
         self.channel_prefix = _check_prefix(channel_prefix)
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         #: This bridge's random id, carried by its messages so it can skip them.
         self.origin = os.urandom(8)
         self._prefix_bytes = self.channel_prefix.encode("utf-8")
@@ -175,13 +205,14 @@ class RedisBridge:
         self._lock = threading.Lock()
         self._queue_ready = threading.Condition(self._lock)
         self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._queue_bytes = 0
         self._dirty: set[str] = set()
         self._started = False
         self._counters = {"bridge_published": 0, "bridge_received": 0,
                           "bridge_dropped": 0, "bridge_errors": 0}
 
     def __repr__(self) -> str:
-        return f"<syncws.RedisBridge {self.url} prefix={self.channel_prefix!r}>"
+        return f"<syncws.RedisBridge {self._shown_url} prefix={self.channel_prefix!r}>"
 
     # -- called by the server ----------------------------------------------------
 
@@ -217,10 +248,13 @@ class RedisBridge:
                 self._counters["bridge_dropped"] += 1
                 return
             queue = self._queue
-            if len(queue) >= self.max_pending:
-                queue.popleft()
+            # Both bounds: many small messages, or a few big ones.
+            while queue and (len(queue) >= self.max_pending or
+                             self._queue_bytes + len(data) > self.max_pending_bytes):
+                self._queue_bytes -= len(queue.popleft()[1])
                 self._counters["bridge_dropped"] += 1
             queue.append((self.channel_prefix + topic, data))
+            self._queue_bytes += len(data)
             if len(queue) == 1:
                 self._queue_ready.notify()
 
@@ -233,6 +267,7 @@ class RedisBridge:
         with self._lock:
             snapshot = dict(self._counters)
             snapshot["bridge_pending"] = len(self._queue)
+            snapshot["bridge_pending_bytes"] = self._queue_bytes
         return snapshot
 
     def _signal_stop(self) -> None:
@@ -275,7 +310,7 @@ class RedisBridge:
                     client.ping()
                     if failing:
                         logger.warning("syncws: Redis bridge publisher reconnected to %s",
-                                       self.url)
+                                       self._shown_url)
                     failing = False
                     backoff.reset()
                     last_used = time.monotonic()
@@ -284,8 +319,7 @@ class RedisBridge:
                         self._queue_ready.wait()
                     if not self._queue:
                         break
-                    batch = [self._queue.popleft()
-                             for _ in range(min(MAX_BATCH, len(self._queue)))]
+                    batch = self._take_batch()
                 if time.monotonic() - last_used > IDLE_CHECK:
                     # An idle connection may have died with a Redis restart:
                     # find out before sending, so nothing is lost to it.
@@ -312,7 +346,7 @@ class RedisBridge:
                 self._count("bridge_errors")
                 if not failing:
                     logger.warning("syncws: Redis bridge cannot publish to %s (%s); "
-                                   "retrying with backoff", self.url, exc)
+                                   "retrying with backoff", self._shown_url, exc)
                 failing = True
                 client = self._close_client(client)
                 if self._stop.wait(backoff.next()):
@@ -321,16 +355,33 @@ class RedisBridge:
         with self._lock:
             left = len(self._queue)
             self._queue.clear()
+            self._queue_bytes = 0
             self._counters["bridge_dropped"] += left
 
+    def _take_batch(self) -> list[tuple[str, bytes]]:
+        """The next messages for one round trip (lock held, queue not empty)."""
+        queue = self._queue
+        batch = [queue.popleft()]
+        size = len(batch[0][1])
+        while queue and len(batch) < MAX_BATCH and size + len(queue[0][1]) <= MAX_BATCH_BYTES:
+            batch.append(queue.popleft())
+            size += len(batch[-1][1])
+        self._queue_bytes -= size
+        return batch
+
     def _requeue(self, batch: list[tuple[str, bytes]]) -> None:
-        """Put an unsent batch back in front, keeping the bound (newest kept)."""
+        """Put an unsent batch back in front, keeping the bounds (newest kept)."""
         with self._lock:
             queue = self._queue
-            room = max(0, self.max_pending - len(queue))
-            kept = batch[len(batch) - min(room, len(batch)):]
+            kept: list[tuple[str, bytes]] = []
+            for item in reversed(batch):
+                if (len(queue) + len(kept) >= self.max_pending or
+                        self._queue_bytes + len(item[1]) > self.max_pending_bytes):
+                    break
+                kept.append(item)
+                self._queue_bytes += len(item[1])
             self._counters["bridge_dropped"] += len(batch) - len(kept)
-            queue.extendleft(reversed(kept))
+            queue.extendleft(kept)
 
     @staticmethod
     def _close_client(client: Any) -> None:
@@ -361,20 +412,25 @@ class RedisBridge:
                     self._sync_subscriptions(pubsub, subscribed)
                 if failing:
                     logger.warning("syncws: Redis bridge subscriber reconnected to %s "
-                                   "(%d topics)", self.url, len(subscribed))
+                                   "(%d topics)", self._shown_url, len(subscribed))
                 failing = False
                 backoff.reset()
                 while not self._stop.is_set():
                     self._sync_subscriptions(pubsub, subscribed)
+                    synced = time.monotonic()
                     message = pubsub.get_message(timeout=SUBSCRIBER_POLL)
                     while message is not None:
                         self._on_message(message)
+                        if time.monotonic() - synced >= SUBSCRIBER_POLL:
+                            # A busy topic must not keep new subscriptions waiting.
+                            self._sync_subscriptions(pubsub, subscribed)
+                            synced = time.monotonic()
                         message = pubsub.get_message(timeout=0.0)
             except Exception as exc:
                 self._count("bridge_errors")
                 if not failing:
                     logger.warning("syncws: Redis bridge lost its subscription connection "
-                                   "to %s (%s); reconnecting with backoff", self.url, exc)
+                                   "to %s (%s); reconnecting with backoff", self._shown_url, exc)
                 failing = True
                 self._stop.wait(backoff.next())
             finally:
@@ -451,10 +507,9 @@ class RedisPublisher:
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, channel_prefix: str = DEFAULT_PREFIX) -> None:
-        if not isinstance(url, str):
-            raise TypeError(f"url must be a str, not {type(url).__name__}")
         redis = _import_redis()
-        self.url = url
+        self.url = check_url(redis, url)
+        self._shown_url = redacted(url)
         self.channel_prefix = _check_prefix(channel_prefix)
         self.origin = os.urandom(8)
         self._client = redis.Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=10.0)
@@ -485,4 +540,4 @@ class RedisPublisher:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<syncws.RedisPublisher {self.url} prefix={self.channel_prefix!r}>"
+        return f"<syncws.RedisPublisher {self._shown_url} prefix={self.channel_prefix!r}>"

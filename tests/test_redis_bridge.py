@@ -7,6 +7,7 @@ in CI (``CI=true``), where they fail: CI must run them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ from conftest import wait, wait_for
 
 import syncws
 from syncws._pubsub import TopicRegistry
+from syncws.redis_bridge import MAX_BATCH_BYTES, encode_message
 
 NODE = Path(__file__).resolve().parent / "_bridge_node.py"
 IN_CI = os.environ.get("CI") == "true"
@@ -281,6 +283,90 @@ def test_redis_publisher_from_a_plain_script(redis_server: RedisServer,
     for client in (sub_a, sub_b):
         assert recv_all(client, 2) == ["the build is green", b"\x01\x02"]
     close_all(sub_a, sub_b)
+
+
+def _flood(port: int, channel: str, stop: threading.Event) -> None:
+    """PUBLISH small messages in syncws' format as fast as Redis takes them (raw RESP)."""
+    data = encode_message(os.urandom(8), 1, b"flood", False)
+    command = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(channel), channel.encode(), len(data), data)
+    burst = command * 1000
+    with socket.create_connection(("127.0.0.1", port), timeout=wait(10)) as sock:
+        sock.setblocking(False)
+        while not stop.is_set():
+            with contextlib.suppress(BlockingIOError):
+                sock.send(burst)
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(1 << 20):  # the replies: read and forget
+                    pass
+            stop.wait(0.001)
+
+
+def test_a_busy_topic_does_not_hold_up_new_subscriptions(redis_server: RedisServer,
+                                                         pair: tuple[Node, Node]) -> None:
+    a, _ = pair
+    busy = a.connect(sub="busy")
+    redis_server.wait_subscribed("busy", 1)
+    stop = threading.Event()
+    flooder = threading.Thread(target=_flood, args=(redis_server.port, "syncws:busy", stop))
+    flooder.start()
+    try:
+        busy.recv(timeout=wait(10))  # the flood is arriving
+        quiet = a.connect(sub="quiet")
+        # While the flood lasts: the subscriber thread syncs between messages too.
+        wait_for(lambda: redis_server.numsub("syncws:quiet") == 1, 3,
+                 "the new topic subscribed on Redis during the flood")
+        assert flooder.is_alive()
+        quiet.close()
+    finally:
+        stop.set()
+        flooder.join(wait(10))
+        busy.close()
+
+
+def test_pending_messages_are_bounded_in_bytes_too(make_server: Any) -> None:
+    _redis_module()
+    bridge = syncws.RedisBridge(f"redis://127.0.0.1:{_free_port()}/0",
+                                max_pending_bytes=250_000)
+    server = make_server(websocket=_echo_publisher(), bridge=bridge)
+    for _ in range(20):  # 2 MB for a Redis that is not there
+        server.publish("t", bytes(100_000))
+    stats = server.stats()
+    assert stats["bridge_pending_bytes"] <= 250_000 and stats["bridge_pending"] <= 2
+    assert stats["bridge_dropped"] >= 18
+    server.stop(close_active_connections=True, timeout=wait(5))
+
+
+def test_one_round_trip_carries_at_most_max_batch_bytes() -> None:
+    _redis_module()
+    bridge = syncws.RedisBridge(f"redis://127.0.0.1:{_free_port()}/0")
+    for _ in range(10):
+        bridge._publish("t", 2, bytes(1_000_000), False)
+    with bridge._lock:
+        sizes = [len(data) for _, data in bridge._take_batch()]
+    # Not all ten (10 MB): Redis cuts off a subscriber that falls 32 MB behind.
+    assert len(sizes) == 4 and sum(sizes) <= MAX_BATCH_BYTES
+    assert bridge._stats()["bridge_pending_bytes"] == 6 * sizes[0]
+
+
+def test_a_password_in_the_url_stays_out_of_logs_and_reprs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    _redis_module()
+    url = f"redis://:S3cret@127.0.0.1:{_free_port()}/0"
+    bridge, publisher = syncws.RedisBridge(url), syncws.RedisPublisher(url)
+    assert "S3cret" not in repr(bridge) and ":***@" in repr(bridge)
+    assert "S3cret" not in repr(publisher)
+    publisher.close()
+    with pytest.raises(ValueError, match="scheme") as info:
+        syncws.RedisBridge("http://:S3cret@127.0.0.1/0")  # never works: said at once
+    assert "S3cret" not in str(info.value)
+    server = syncws.serve(websocket=_echo_publisher(), bridge=bridge, port=0,
+                          hostname="127.0.0.1")
+    try:
+        wait_for(lambda: server.stats()["bridge_errors"] >= 1, 10, "a logged Redis error")
+    finally:
+        server.stop(close_active_connections=True, timeout=wait(5))
+    assert caplog.records and "S3cret" not in caplog.text
 
 
 def test_only_topics_with_local_subscribers_are_subscribed(redis_server: RedisServer,
