@@ -27,6 +27,7 @@ import h11
 from wsproto.extensions import Extension, PerMessageDeflate
 
 from ._deflate import Agreement, DeflateExtension, window_bits
+from ._frames import encode_text
 from ._handshake import accept_key, header_tokens
 from ._http import TOKEN_CHARS, Headers, header_pairs
 from .exceptions import HandshakeError
@@ -178,9 +179,10 @@ def parse_url(url: object) -> Target:
     host_header = bracketed if port == default_port else f"{bracketed}:{port}"
     # As browsers and Bun do (WHATWG URL): characters a request line cannot
     # carry as they are, non-ASCII ones among them, go percent-encoded as UTF-8.
-    resource = quote(parts.path, safe=_PATH_SAFE) or "/"
+    # (A lone surrogate, which UTF-8 cannot carry, goes as U+FFFD, as in a browser.)
+    resource = quote(encode_text(parts.path), safe=_PATH_SAFE) or "/"
     if parts.query:
-        resource += "?" + quote(parts.query, safe=_QUERY_SAFE)
+        resource += "?" + quote(encode_text(parts.query), safe=_QUERY_SAFE)
     return Target(url, secure, host, port, resource, host_header)
 
 

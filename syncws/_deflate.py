@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -405,8 +404,7 @@ class DeflateExtension(Extension):
         self._decompressor: zlib._Decompress | None = None
         # With context takeover: the latest inflated bytes, at least a window's
         # worth when there are that many (see _keep_window).
-        self._window: deque[bytes] | None = None if self._drop_context else deque()
-        self._window_size = 0
+        self._window: bytearray | None = None if self._drop_context else bytearray()
         self._message_compressed = False
         self._frame_compressed = False
         self._produced = 0
@@ -441,7 +439,7 @@ class DeflateExtension(Extension):
                 # The peer ended its last stream with BFINAL, yet its next message
                 # may still refer to what came before (RFC 7692 7.2.2): start the
                 # new stream from the same window.
-                history = b"".join(window)[-(1 << -self._wbits):]
+                history = bytes(window[-(1 << -self._wbits):])
                 self._decompressor = zlib.decompressobj(self._wbits, zdict=history)
             else:
                 self._decompressor = zlib.decompressobj(self._wbits)
@@ -450,19 +448,17 @@ class DeflateExtension(Extension):
     def _keep_window(self, out: bytes) -> None:
         """Remember ``out`` as the latest inflated bytes, dropping what is out of reach.
 
-        Holds the chunks themselves (no copy) and lets go of the oldest once
-        the others cover the window: at most a window and one chunk.
+        One buffer of at most a window and a half: trimmed back to a window
+        once past that, so each byte kept is moved about twice, and tiny
+        messages cost no object each.
         """
         window = self._window
-        if window is None or not out:
+        if window is None:
             return
         size = 1 << -self._wbits
-        if len(out) > size:
-            out = out[-size:]
-        window.append(out)
-        self._window_size += len(out)
-        while self._window_size - len(window[0]) >= size:
-            self._window_size -= len(window.popleft())
+        window += out[-size:]
+        if len(window) > size + size // 2:
+            del window[:-size]
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         decompressor = self._decompressor

@@ -271,7 +271,10 @@ def encode_text(text: str) -> bytes:
 def message_payload(message: object, argument: str = "message") -> tuple[int, bytes]:
     """Return ``(opcode, payload bytes)`` for a str (text) or bytes-like (binary) message."""
     if isinstance(message, str):
-        return OP_TEXT, encode_text(message)
+        try:  # (inline: the common case pays no extra call)
+            return OP_TEXT, message.encode("utf-8")
+        except UnicodeEncodeError:
+            return OP_TEXT, encode_text(message)
     payload = buffer_bytes(message)
     if payload is None:
         raise TypeError(

@@ -66,7 +66,9 @@ def check_plain_callable(fn: object, what: str, arguments: str) -> None:
     ):
         raise TypeError(f"{what} is async def; syncws runs plain functions on worker threads")
     try:
-        signature = inspect.signature(fn)
+        # The callable itself: a decorator's wrapper may take other arguments
+        # than the function it wraps (functools.wraps sets __wrapped__).
+        signature = inspect.signature(fn, follow_wrapped=False)
     except (TypeError, ValueError):
         return  # no signature to read (some builtins): left to the call
     try:

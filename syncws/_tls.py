@@ -73,8 +73,10 @@ def check_serves(context: ssl.SSLContext) -> None:
     except (ValueError, ssl.SSLError) as exc:
         raise ValueError(f"tls: this SSLContext cannot serve ({exc}); build it with "
                          "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)") from None
-    if context.verify_mode != ssl.CERT_NONE:
-        return  # it wants a client certificate, which a trial client would not have
+    if context.verify_mode != ssl.CERT_NONE or context.sni_callback is not None:
+        # It wants a client certificate, which a trial client would not have, or
+        # picks its certificate by server name, which a trial client cannot know.
+        return
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_context.check_hostname = False
     client_context.verify_mode = ssl.CERT_NONE

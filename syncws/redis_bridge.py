@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._frames import OP_BINARY, OP_TEXT, message_payload
 from ._pubsub import check_topic
@@ -97,15 +97,20 @@ def _import_redis() -> ModuleType:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password hidden, for logs and reprs."""
+    """``url`` with its password hidden (``:pw@`` or ``?password=``), for logs and reprs."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
+        password = parts.password
     except ValueError:
         return "<a Redis URL>"
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if "password" in parts.query.lower():
+        query = [(name, "***" if name.lower() == "password" else value)
+                 for name, value in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 def check_url(redis: ModuleType, url: object) -> str:

@@ -73,7 +73,11 @@ class ServerWebSocket(Generic[T]):
         """Send a text message; ``TypeError`` for anything but ``str``."""
         if not isinstance(message, str):
             raise TypeError(f"send_text expects a str, not {type(message).__name__}")
-        return self._send(OP_TEXT, _frames.encode_text(message), compress)
+        try:  # (inline: the common case pays no extra call)
+            payload = message.encode("utf-8")
+        except UnicodeEncodeError:
+            payload = _frames.encode_text(message)
+        return self._send(OP_TEXT, payload, compress)
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
         """Send a binary message; ``TypeError`` for anything but bytes-like."""

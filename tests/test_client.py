@@ -172,6 +172,9 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     ("WSS://Example.COM:443?q", True, "example.com", 443, "/?q", "example.com"),
     ("ws://[::1]:3000/", False, "::1", 3000, "/", "[::1]:3000"),
     ("wss://[2001:db8::1]/p", True, "2001:db8::1", 443, "/p", "[2001:db8::1]"),
+    # Percent-encoded as UTF-8 (WHATWG); a lone surrogate, which UTF-8 cannot carry, as U+FFFD.
+    ("ws://h/caf\u00e9?x=\u00e9%41\"", False, "h", 80, "/caf%C3%A9?x=%C3%A9%41%22", "h"),
+    ("ws://h/x\ud800?q=\udc80", False, "h", 80, "/x%EF%BF%BD?q=%EF%BF%BD", "h"),
 ])
 def test_url_forms(url: str, secure: bool, host: str, port: int, resource: str,
                    host_header: str) -> None:

@@ -313,6 +313,33 @@ def test_context_takeover_survives_a_message_ended_with_bfinal(make_server: Any)
     client.close()
 
 
+def test_the_kept_window_costs_about_a_window_whatever_the_messages() -> None:
+    import tracemalloc
+
+    agreement = negotiate(["permessage-deflate"], parse_config({}))  # context takeover
+    assert agreement is not None
+    ext = DeflateExtension(agreement, 1 << 20)
+    proto = FrameProtocol(client=False, extensions=[ext])
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    frames = b"".join(
+        client_frame(0x2, (compressor.compress(b"%02d" % (n % 100))
+                           + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv=4)
+        for n in range(20_000))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for start in range(0, len(frames), 4096):
+            proto.receive_bytes(frames[start:start + 4096])
+            for _ in proto.received_frames():
+                pass
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 20,000 tiny messages: about one 32 KiB window kept (and the parser's buffers),
+    # not an object per message (that was 750 KB).
+    assert grown < 160 * 1024, grown
+
+
 # -- through the server -----------------------------------------------------------------
 
 

@@ -357,6 +357,8 @@ def test_a_password_in_the_url_stays_out_of_logs_and_reprs(
     assert "S3cret" not in repr(bridge) and ":***@" in repr(bridge)
     assert "S3cret" not in repr(publisher)
     publisher.close()
+    in_query = syncws.RedisBridge(f"redis://127.0.0.1:{_free_port()}/0?password=S3cret")
+    assert "S3cret" not in repr(in_query) and "password=***" in repr(in_query)
     with pytest.raises(ValueError, match="scheme") as info:
         syncws.RedisBridge("http://:S3cret@127.0.0.1/0")  # never works: said at once
     assert "S3cret" not in str(info.value)

@@ -421,12 +421,25 @@ def test_handlers_that_cannot_take_their_arguments_are_refused_at_serve(
 
 
 def test_handlers_with_defaults_varargs_or_no_signature_are_accepted(make_server: Any) -> None:
+    import functools
+
     got: list[Any] = []
-    server = make_server(websocket={"message": lambda *args: got.append(args[1]),
+
+    def with_db(fn: Any) -> Any:  # a decorator that hands the handler one more argument
+        @functools.wraps(fn)
+        def wrapper(ws: Any, message: Any) -> Any:
+            return fn(ws, message, "db")
+        return wrapper
+
+    @with_db
+    def on_message(ws: Any, message: Any, db: str) -> None:
+        got.append((message, db))
+
+    server = make_server(websocket={"message": on_message, "close": lambda *args: None,
                                     "open": lambda ws, greeting="hi": None, "drain": print})
     with connect(f"ws://127.0.0.1:{server.port}/") as client:
         client.send("x")
-        wait_for(lambda: got == ["x"], message="the message handler ran")
+        wait_for(lambda: got == [("x", "db")], message="the message handler ran")
 
 
 @pytest.mark.parametrize("kwargs, error, named", [

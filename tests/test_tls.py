@@ -167,6 +167,23 @@ def test_an_ssl_context_that_cannot_serve_is_refused_at_serve(kind: str) -> None
                      hostname="127.0.0.1", tls=context)
 
 
+def test_a_context_that_picks_its_certificate_by_server_name_is_accepted(
+        make_server: Any, certs: dict[str, Any]) -> None:
+    chosen = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    chosen.load_cert_chain(certs["certfile"], certs["keyfile"])
+
+    def pick(sock: Any, name: str | None, context: ssl.SSLContext) -> None:
+        if name == "localhost":
+            sock.context = chosen
+
+    base = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # no certificate of its own
+    base.sni_callback = pick
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)}, tls=base)
+    with syncws.connect(f"wss://localhost:{server.port}/", ssl=certs["client"]) as client:
+        client.send("by name")
+        assert client.recv(timeout=wait(5)) == "by name"
+
+
 def test_ca_certs_lets_in_only_clients_with_a_certificate_it_signed(
         make_server: Any, certs: dict[str, Any]) -> None:
     server = make_server(websocket={"message": lambda ws, m: ws.send(m)},
