@@ -235,7 +235,7 @@ def _skip_element(text: str, pos: int) -> int:
         elif c == "," and not quoted:
             return pos
         pos += 1
-    return pos
+    return len(text)  # (an escape as the last character stepped past it)
 
 
 def parse_extensions(values: Iterable[str]) -> list[Offer | None]:

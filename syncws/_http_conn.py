@@ -118,6 +118,10 @@ class HttpConnection(SocketConnection):
             # RFC 9110 15.6.6; a later 1.x minor version is served as 1.1 (2.5).
             self.reject(505, "HTTP version not supported")
             return
+        if event.method == b"CONNECT":
+            # No tunnels here; and a 2xx to CONNECT would switch h11 into one.
+            self.reject(405, "CONNECT is not supported")
+            return
         self.request = event
         self.body = []
         self.body_size = 0
@@ -157,9 +161,13 @@ class HttpConnection(SocketConnection):
         assert event is not None
         headers = Headers((name.decode("latin-1"), value.decode("latin-1"))
                           for name, value in event.headers)
-        request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
-                          headers, b"".join(self.body), scheme=self.server._http_scheme,
-                          peer=self.peer, http_version=event.http_version.decode("ascii"))
+        try:
+            request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
+                              headers, b"".join(self.body), scheme=self.server._http_scheme,
+                              peer=self.peer, http_version=event.http_version.decode("ascii"))
+        except ValueError:  # urllib's verdict on an absolute-form target: "http://[/"
+            self.reject(400, "Invalid request target")
+            return
         self.body = []
         self.in_fetch = True
         self.want_read(False)

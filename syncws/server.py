@@ -556,8 +556,14 @@ class Server(Generic[T]):
         self._http_conns.discard(http)
         self._loop.timers.cancel(http)  # its request deadline is over
         deflate_config = self._ws_config.deflate
-        agreement = None if deflate_config is None else negotiate(
-            req.headers.get_all("sec-websocket-extensions"), deflate_config)
+        try:
+            agreement = None if deflate_config is None else negotiate(
+                req.headers.get_all("sec-websocket-extensions"), deflate_config)
+        except Exception:
+            # negotiate() never raises on what a client sends; if a bug made it, the
+            # connection still opens (plain), rather than leak its socket and slot.
+            logger.exception("syncws: permessage-deflate negotiation failed")
+            agreement = None
         conn = WsConnection(http.sock, self._loop, http.peer, http.lock, self,
                             decision.subprotocol, extensions=[] if agreement is None else [
                                 DeflateExtension(agreement, self._ws_config.max_payload_length)])

@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 
 import pytest
-from conftest import RawClient, client_frame, wait, wait_for
+from conftest import RawClient, client_frame, close_body, wait, wait_for
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol, ParseFailed
@@ -164,6 +164,42 @@ def test_negotiate(header: str, config: object, expected: str | None) -> None:
     assert cfg is not None
     agreement = negotiate([header], cfg)
     assert (agreement.response if agreement else None) == expected
+
+
+def test_negotiate_never_raises_on_what_a_client_sends() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    # Mostly the characters that matter to the grammar, so that odd corners come up.
+    pieces = st.sampled_from(['"', "\\", ",", ";", "=", " ", "\t", "permessage-deflate",
+                              "client_max_window_bits", "server_no_context_takeover", "1",
+                              "15", "x", "\u00e9"])
+    headers = st.lists(st.lists(pieces, max_size=12).map("".join), max_size=3)
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(values=headers)
+    def check(values: list[str]) -> None:
+        for config in (parse_config(True), parse_config({})):
+            assert config is not None
+            negotiate(values, config)  # an unacceptable offer is just not accepted
+
+    check()
+    # Found by fuzzing: an escape as the very last character.
+    config = parse_config({})
+    assert config is not None and negotiate(['"\\'], config) is None
+
+
+def test_a_broken_offer_opens_the_connection_plain_and_frees_its_slot(make_server: Any) -> None:
+    server = make_server(websocket=echo_spec({}), max_connections=1)
+    for _ in range(2):  # the second finds the one slot free again
+        client = RawClient(server.port, extra='Sec-WebSocket-Extensions: "\\\r\n')
+        assert client.header("Sec-WebSocket-Extensions") is None
+        client.send_frame(0x1, b"plain")
+        assert client.recv_frame() == (0x1, True, 0, b"plain")
+        client.send_frame(0x8, close_body(1000))
+        assert client.recv_close()[0] == 1000
+        client.close()
+        wait_for(lambda: server.stats()["connections"] == 0, message="the slot freed")
 
 
 def test_negotiate_several_headers_and_agreed_values() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import base64
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -99,6 +100,23 @@ def test_an_http_version_other_than_1_x_gets_505(make_server: Any, version: byte
     reply = http_get(server.port, b"GET / HTTP/" + version + b"\r\nHost: x\r\n"
                                   b"Connection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 " + status + b" ")  # 1.2 is served as 1.1 (RFC 9110 2.5)
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    # urllib refuses these absolute-form targets: a 400 now, not silence until the timeout.
+    (b"GET http://[/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET http://]/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET http://[abc]/ HTTP/1.1\r\nHost: x\r\n\r\n",
+     b"400"),  # pipelined behind a good one
+    # No tunnels: fetch's 2xx would have switched h11 into one (then a 500 and an ERROR).
+    (b"CONNECT x:80 HTTP/1.1\r\nHost: x:80\r\n\r\n", b"405"),
+])
+def test_requests_fetch_cannot_answer_get_a_status_at_once(
+        make_server: Any, head: bytes, status: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    server = make_server(lambda req, s: syncws.Response("ok"))
+    reply = http_get(server.port, head)
+    assert reply.split(b"HTTP/1.1 ")[-1].startswith(status + b" "), reply
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_content_length_with_transfer_encoding_is_refused(make_server: Any) -> None:
