@@ -1052,13 +1052,18 @@ class Recorder:
         self.closed.set()
 
 
-def test_event_api_order_open_messages_close(make_server: Any) -> None:
-    def on_open(ws: Any) -> None:
-        ws.send("one")
-        ws.send(b"two")
-        ws.close(4002, "srv-bye")
+def _send_two_then_close(ws: Any) -> None:
+    ws.send("one")
+    ws.send(b"two")
+    ws.close(4002, "srv-bye")
 
-    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+
+# A server whose open handler sends a text and a binary message, then closes.
+TWO_THEN_CLOSE = {"open": _send_two_then_close, "message": lambda ws, m: None}
+
+
+def test_event_api_order_open_messages_close(make_server: Any) -> None:
+    server = make_server(websocket=TWO_THEN_CLOSE)
     ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
     assert ws.ready_state is syncws.ReadyState.CONNECTING
     recorder = Recorder(ws)
@@ -1369,12 +1374,7 @@ def test_event_api_refused_connection_gives_error_then_close_whatever_the_listen
 
 def test_event_api_open_messages_close_in_order_with_listeners_added_in_reverse(
         make_server: Any) -> None:
-    def on_open(ws: Any) -> None:
-        ws.send("one")
-        ws.send(b"two")
-        ws.close(4002, "srv-bye")
-
-    server = make_server(websocket={"open": on_open, "message": lambda ws, m: None})
+    server = make_server(websocket=TWO_THEN_CLOSE)
     ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
     events_happened(ws)
     events, closed = listen(ws, "close", "message", "open")
