@@ -59,10 +59,12 @@ _client_ids = itertools.count(1)
 EventType = Literal["open", "message", "close", "error"]
 _EVENT_TYPES: tuple[str, ...] = ("open", "message", "close", "error")
 
-# How long an event held for a type nobody listens to yet holds back the
-# events after it (see WebSocket): long enough for a burst of
-# add_event_listener calls, even on a thread the GIL keeps waiting.
-HOLD_BACK: Final = 0.1
+# How long after the constructor, or after a type's first listener, an event
+# held for a type nobody listens to yet holds back the events after it (see
+# WebSocket): long enough for a burst of add_event_listener calls, even on a
+# thread the GIL keeps waiting; short, since a script that never listens to
+# "open" waits that long for its first messages.
+HOLD_BACK: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -114,14 +116,14 @@ class WebSocket:
     Events of a type that has never had a listener are held and delivered
     once the first listener for that type is added, so adding listeners
     right after the constructor never misses "open". Such a held event also
-    holds back the events after it until ``HOLD_BACK`` (0.1 s) has passed
-    since the last event held that way or the last first listener of a
-    type, whichever is later; then the events held back go out to their
-    listeners and the held ones wait on for theirs. So listeners added one
-    after another without such a pause, as right after the constructor and
-    in any order, get every event in the order it happened ("error" before
-    "close" even with the "close" listener added first), and a type nobody
-    ever listens to delays the others by at most ``HOLD_BACK``. A listener
+    holds back the events after it until ``HOLD_BACK`` (0.05 s) has passed
+    since the constructor or the last first listener of a type, whichever
+    is later; then the events held back go out to their listeners and the
+    held ones wait on for theirs. So listeners added one after another
+    without such a pause, as right after the constructor and in any order,
+    get every event in the order it happened ("error" before "close" even
+    with the "close" listener added first), and a type nobody ever listens
+    to delays the others by at most ``HOLD_BACK``, once. A listener
     added after such a pause still gets its held events, but after events
     that happened later. Held messages are bounded (``INBOX_MAX_BYTES``,
     ``INBOX_MAX_MESSAGES``): past that, as in a browser where no listener
@@ -165,7 +167,8 @@ class WebSocket:
         # Undelivered events in the order they happened: those of a type not
         # in _seen, and those held back behind them (see the class docstring).
         self._held: deque[Event] = deque()
-        self._hold_until = 0.0  # time.monotonic(): until then held events hold back
+        # time.monotonic(): until then held events hold back (listeners may follow).
+        self._hold_until = time.monotonic() + HOLD_BACK
         self._held_messages = 0
         self._held_message_bytes = 0
         self._dropping_logged = False
@@ -454,7 +457,6 @@ class WebSocket:
                 # Held for a first listener; holding it releases nothing held before.
                 if not isinstance(event, MessageEvent) or self._room_to_hold(event):
                     self._held.append(event)
-                    self._hold_until = time.monotonic() + HOLD_BACK
                 return
             if self._held:
                 self._held.append(event)  # it goes after what happened before it
