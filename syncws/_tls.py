@@ -68,8 +68,9 @@ def check_serves(context: ssl.SSLContext) -> None:
     (``ssl.create_default_context()``) or one without a certificate would
     otherwise fail every connection, one traceback or alert at a time.
     """
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     try:
-        context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+        server = context.wrap_bio(to_server, to_client, server_side=True)
     except (ValueError, ssl.SSLError) as exc:
         raise ValueError(f"tls: this SSLContext cannot serve ({exc}); build it with "
                          "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)") from None
@@ -80,8 +81,6 @@ def check_serves(context: ssl.SSLContext) -> None:
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_context.check_hostname = False
     client_context.verify_mode = ssl.CERT_NONE
-    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
-    server = context.wrap_bio(to_server, to_client, server_side=True)
     client = client_context.wrap_bio(to_client, to_server)
     done: set[ssl.SSLObject] = set()
     try:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from . import _frames
 from ._cork import CORKS, Part, end_cork, queue_part, start_cork
 from ._deflate import MIN_COMPRESS_SIZE
-from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, encode_frame, frame_header
+from ._frames import OP_BINARY, OP_PING, OP_PONG, encode_frame, frame_header
 from ._pubsub import check_topic
 from ._ws_conn import DROPPED, send_result
 from .types import DataT as T
@@ -73,11 +73,8 @@ class ServerWebSocket(Generic[T]):
         """Send a text message; ``TypeError`` for anything but ``str``."""
         if not isinstance(message, str):
             raise TypeError(f"send_text expects a str, not {type(message).__name__}")
-        try:  # (inline: the common case pays no extra call)
-            payload = message.encode("utf-8")
-        except UnicodeEncodeError:
-            payload = _frames.encode_text(message)
-        return self._send(OP_TEXT, payload, compress)
+        opcode, payload = _frames.message_payload(message)
+        return self._send(opcode, payload, compress)
 
     def send_binary(self, message: bytes | bytearray | memoryview, compress: bool = False) -> int:
         """Send a binary message; ``TypeError`` for anything but bytes-like."""
