@@ -36,6 +36,18 @@ from syncws._client_handshake import parse_url
 Echo = {"message": lambda ws, msg: ws.send(msg)}
 
 
+@pytest.fixture(autouse=True)
+def roomy_hold_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listeners added one after another must not depend on 50 ms of luck.
+
+    The event client holds back events for ``HOLD_BACK`` (0.05 s) while
+    listeners are being added; on a loaded 2-core CI machine the test thread
+    can be off the CPU that long between two ``add_event_listener`` calls,
+    and the order tests would then see what a script paused mid-setup sees.
+    """
+    monkeypatch.setattr("syncws.event_client.HOLD_BACK", 0.5)
+
+
 # -- python-websockets' server as an independent peer -----------------------------
 
 @pytest.fixture
