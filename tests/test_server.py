@@ -902,7 +902,7 @@ def test_slow_handler_on_one_connection_does_not_delay_another(make_server: Any)
         started = time.monotonic()
         fast.send("quick")
         assert fast.recv(timeout=wait(5)) == "quick"
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 0.9  # before the other handler wakes up
         assert slow.recv(timeout=wait(5)) == "sleep"
 
 
