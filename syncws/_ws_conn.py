@@ -85,8 +85,9 @@ class WsConnection(SocketConnection):
         "acked_mark", "backlog_paused", "backpressured", "bytes_sent", "close_code",
         "close_deadline", "close_reason", "closed_by_us", "config", "deferred_pong", "deflate",
         "dispatching", "finalize_when_flushed", "finalized", "frag_parts", "frag_size", "held",
-        "inbox", "inbox_bytes", "last_recv", "linger", "local_close_sent", "parse_pending",
-        "pending_fail", "ping_sent", "proto", "protocol", "server", "state", "user_paused", "ws",
+        "held_for_backlog", "inbox", "inbox_bytes", "last_recv", "linger", "local_close_sent",
+        "parse_pending", "pending_fail", "ping_sent", "proto", "protocol", "server", "state",
+        "user_paused", "ws",
     )
 
     def __init__(self, sock: socket.socket, loop: EventLoop, peer: tuple[str, int],
@@ -103,10 +104,12 @@ class WsConnection(SocketConnection):
         self.proto = FrameProtocol(client=False, extensions=extensions)
         self.frag_parts: list[Any] = []
         self.frag_size = 0
-        # Bytes read but not parsed yet: the start of a frame, or what a
-        # parse budget left for the next turn (parse_pending).
+        # Bytes read but not parsed yet: the start of a frame, what a parse
+        # budget left for the next turn (parse_pending), or what waits for
+        # the handlers to work off their backlog (held_for_backlog).
         self.held: bytearray | None = None
         self.parse_pending = False
+        self.held_for_backlog = False
         self.last_recv = loop.now
         self.ping_sent = False
         # For the idle clock: bytes written to the kernel, and how many of
@@ -331,6 +334,10 @@ class WsConnection(SocketConnection):
         frame at a time, so that the lean parser takes over again right after.
         At most ``PARSE_BUDGET`` of work per call: the rest is held, nothing
         more is read, and the loop's next turn goes on (``resume_parsing``).
+        Parsing also stops once the messages waiting for the handlers pass
+        ``INBOUND_HIGH_WATER``: compressed bytes inflate up to a thousandfold,
+        so one read could otherwise queue hundreds of megabytes. The rest
+        is held until the handlers have worked the backlog off.
         """
         nread = len(data)
         held = self.held
@@ -356,10 +363,19 @@ class WsConnection(SocketConnection):
             pos, wait, events, budget = 0, False, [], PARSE_BUDGET
         failure: tuple[int, str] | None = None
         ended = False  # the peer's close frame came: what follows it is not read
+        # Message bytes the backlog may still take (no limit once our close
+        # frame is out: messages are then dropped, and the peer's close is due).
+        room = None if self.local_close_sent else INBOUND_HIGH_WATER - self.inbox_bytes
+        taken = sum(event[2] for event in events)
+        backlogged = False
         while not wait and pos < len(data) and budget > 0:
+            if room is not None and taken > room:
+                backlogged = True
+                break
             if self.fast_path_ok():
                 pos, messages, wait = parse_simple_frames(data, max_payload, pos, budget)
                 events += [(MESSAGE, payload, n) for payload, n in messages]
+                taken += sum(n for _, n in messages)
                 budget -= len(messages)
                 if wait or pos == len(data) or budget <= 0:
                     break
@@ -368,7 +384,9 @@ class WsConnection(SocketConnection):
                 wait = True  # a header cut short: wsproto gets whole headers only
                 break
             budget -= WSPROTO_FRAME_COST
+            first = len(events)
             failure, ended = self.feed_wsproto(data[pos:pos + size], events)
+            taken += sum(event[2] for event in events[first:])
             pos += size
             if failure is not None or ended:
                 break
@@ -378,7 +396,12 @@ class WsConnection(SocketConnection):
                 self.held = data
             else:  # a view of the loop's read buffer, reused next read
                 self.held = bytearray(data[pos:])
-            if not wait:
+            if backlogged:
+                # Nothing more is read either; update_reading parses the rest
+                # first once the backlog is worked off.
+                self.held_for_backlog = True
+                self.want_read(False)
+            elif not wait:
                 # The budget ran out: the rest waits for the loop's next turn.
                 self.parse_pending = True
                 self.want_read(False)
@@ -388,6 +411,14 @@ class WsConnection(SocketConnection):
             self.deliver(events)
         if failure is not None:
             self.fail(*failure)
+        elif backlogged:
+            with self.lock:
+                # Over the mark, deliver() paused reading, and the worker that
+                # works the backlog off calls update_reading; unless it has
+                # already done so meanwhile.
+                drained = not self.backlog_paused
+            if drained:
+                self.update_reading()
 
     def wsproto_share(self, data: bytes | bytearray | memoryview, pos: int) -> int | None:
         """How much of ``data[pos:]`` to give wsproto: up to the end of its frame.
@@ -534,6 +565,11 @@ class WsConnection(SocketConnection):
             paused = (self.backlog_paused or self.user_paused) and not self.local_close_sent
         # Held bytes to parse first (resume_parsing reads again after them).
         paused = paused or self.parse_pending
+        if not paused and self.held_for_backlog:
+            self.held_for_backlog = False
+            self.parse_pending = True
+            self.loop.call_next_turn(self.resume_parsing)
+            paused = True
         if not paused and not self.interest & READ:
             # Reading again: the quiet time was ours, not the peer's.
             self.last_recv = self.loop.now

@@ -656,6 +656,60 @@ def test_bomb_is_refused_with_bounded_memory() -> None:
         proc.stderr.close()
 
 
+SLOW_HANDLER_SERVER = """
+import time, syncws
+
+def on_message(ws, message):
+    time.sleep(0.05)
+    ws.send(str(len(message)))
+
+server = syncws.serve(hostname="127.0.0.1", port=0, websocket={
+    "message": on_message, "per_message_deflate": True})
+print(server.port, flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.timeout(120)
+def test_compressed_messages_wait_for_a_slow_handler_within_the_inbound_bound() -> None:
+    """24 messages of 8 MiB that compress to 8 KiB each arrive in one read.
+
+    Inflating them all at once would queue 192 MiB for the handler; the
+    server stops parsing past the ~1 MiB mark instead, holds the compressed
+    rest, and still hands every message over, in order.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_HANDLER_SERVER],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        client = RawClient(port, extra=OFFER, timeout=wait(60))
+        assert client.header("Sec-WebSocket-Extensions") is not None
+        big = b"a" * (8 << 20)
+        client.send_frame(0x2, deflate(big), rsv=4)  # warm up: zlib and one message
+        assert client.recv_frame()[3] == str(len(big)).encode()
+        before = vm_hwm_kib(proc.pid)
+        frames = [client_frame(0x2, deflate(big), rsv=4) for _ in range(24)]
+        assert len(b"".join(frames)) < 256 * 1024  # one read's worth
+        client.sock.sendall(b"".join(frames))
+        replies = [client.recv_frame() for _ in frames]
+        assert [(op, rsv, payload) for op, _, rsv, payload in replies] == \
+            [(0x1, 0, str(len(big)).encode())] * 24
+        after = vm_hwm_kib(proc.pid)
+        assert after - before < 48 * 1024, (before, after)
+        client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(wait(10))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 @pytest.mark.parametrize("config", [True, {}])
 def test_publish_to_deflate_and_plain_subscribers(make_server: Any, config: object) -> None:
     server = make_server(websocket={"open": lambda ws: ws.subscribe("room"),
