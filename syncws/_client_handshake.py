@@ -61,6 +61,22 @@ def make_deflate_extension() -> Extension:
     return PerMessageDeflate()
 
 
+class SendsPlainDeflate(PerMessageDeflate):
+    """permessage-deflate whose own messages all go uncompressed.
+
+    For a server that answers ``client_max_window_bits=8``, which the
+    client's bare ``client_max_window_bits`` offer allows (RFC 7692
+    7.1.2.2): zlib cannot compress with a 256-byte window, and a sender may
+    leave any message uncompressed (RSV1 clear). What the server sends is
+    still inflated.
+    """
+
+    def frame_outbound(self, proto: Any, opcode: Any, rsv: Any, data: bytes,
+                       fin: bool) -> Any:
+        """Leave the frame as it is."""
+        return rsv, data
+
+
 class ClientDeflate(Extension):
     """permessage-deflate for the client: wsproto compresses, syncws inflates (bounded).
 
@@ -482,6 +498,7 @@ def _finalize_deflate(params: str) -> Extension:
     """Check the server's permessage-deflate answer (RFC 7692 section 7.1) and apply it."""
     seen: set[str] = set()
     applied: list[str] = []
+    sends_plain = False
     for raw in params.split(";"):
         param = raw.strip()
         if not param:
@@ -500,14 +517,13 @@ def _finalize_deflate(params: str) -> Extension:
             if bits is None:
                 raise _refuse(f"permessage-deflate {name}={value!r}")
             if bits == 8 and name == "client_max_window_bits":
-                # zlib cannot compress raw deflate with a 256-byte window.
-                raise _refuse("permessage-deflate client_max_window_bits=8 is not supported")
+                sends_plain = True  # zlib cannot compress with a 256-byte window
             # Inflating with a larger window than the sender used is always safe,
             # and zlib's raw inflate wants at least 9 bits.
             applied.append(f"{name}={max(bits, 9)}")
         else:
             raise _refuse(f"unknown permessage-deflate parameter {name!r}")
-    extension = make_deflate_extension()
+    extension = SendsPlainDeflate() if sends_plain else make_deflate_extension()
     answer = "; ".join(["permessage-deflate", *applied])
     try:
         extension.finalize(answer)

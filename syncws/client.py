@@ -694,7 +694,9 @@ def connect(url: str, *, headers: HeaderArg | None = None,
     and the server's choice is ``ws.protocol``. ``timeout`` bounds the TCP
     connect, the TLS handshake and the HTTP handshake together.
     ``per_message_deflate=True`` offers compression; when the server accepts,
-    every non-empty message is sent compressed. For ``wss://`` the server's
+    every non-empty message is sent compressed (unless the server asks for
+    an 8-bit window, which zlib cannot compress with: then they go plain,
+    and only the server's are compressed). For ``wss://`` the server's
     certificate is verified with ``ssl.create_default_context()`` unless
     ``ssl`` gives another context. A message over ``max_payload_length``
     bytes closes the connection with 1009.

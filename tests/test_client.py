@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -155,6 +156,12 @@ def read_exact(sock: socket.socket, n: int) -> bytes:
 
 def read_client_frame(sock: socket.socket) -> tuple[int, bool, bytes, bytes]:
     """(opcode, masked, masking key, unmasked payload) of the client's next frame."""
+    first, masked, key, payload = read_client_frame_bits(sock)
+    return first & 0x0F, masked, key, payload
+
+
+def read_client_frame_bits(sock: socket.socket) -> tuple[int, bool, bytes, bytes]:
+    """As read_client_frame, with the whole first byte (FIN, RSV bits, opcode)."""
     b0, b1 = read_exact(sock, 2)
     length = b1 & 0x7F
     if length == 126:
@@ -166,7 +173,7 @@ def read_client_frame(sock: socket.socket) -> tuple[int, bool, bytes, bytes]:
     payload = read_exact(sock, length)
     if masked:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return b0 & 0x0F, masked, key, payload
+    return b0, masked, key, payload
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -734,6 +741,34 @@ def test_a_bad_window_bits_answer_is_refused(value: str) -> None:
     with pytest.raises(syncws.HandshakeError, match="server_max_window_bits"):
         syncws.connect(f"ws://127.0.0.1:{raw.port}/", per_message_deflate=True)
     raw.join()
+
+
+def test_a_server_asking_for_an_8_bit_client_window_gets_plain_messages() -> None:
+    """The bare client_max_window_bits offer lets the server pick 8 (RFC 7692 7.1.2.2).
+
+    zlib cannot compress with that window, so the client sends every message
+    uncompressed (RSV1 clear), as any sender may, and still inflates the server's.
+    """
+    got: list[tuple[int, int, bytes]] = []
+
+    def script(sock: socket.socket, headers: dict[str, str]) -> None:
+        send_101(sock, headers, "Sec-WebSocket-Extensions: permessage-deflate; "
+                                "client_max_window_bits=8\r\n")
+        first, _, _, payload = read_client_frame_bits(sock)
+        got.append((first & 0x0F, first & 0x70, payload))
+        compressor = zlib.compressobj(wbits=-15)
+        body = compressor.compress(b"from the server" * 20) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        body = body[:-4]
+        assert len(body) < 126
+        sock.sendall(bytes([0x80 | 0x40 | 0x1, len(body)]) + body)
+        read_client_frame(sock)  # the client's close
+
+    raw = RawServer(script)
+    with syncws.connect(f"ws://127.0.0.1:{raw.port}/", per_message_deflate=True) as ws:
+        ws.send("hello " * 50)
+        assert ws.recv(timeout=wait(5)) == "from the server" * 20
+    raw.join()
+    assert got == [(0x1, 0, ("hello " * 50).encode())]
 
 
 def test_server_that_hangs_up_or_stalls() -> None:
