@@ -630,10 +630,12 @@ class Server(Generic[T]):
             return None
         problem = upgrade_problem(req.method, req.headers, req._http_version)
         if problem is None or not is_websocket_request(req.method, req.headers):
-            return Response("Upgrade Required", status=426,
-                            headers={"Upgrade": "websocket", "Sec-WebSocket-Version": "13"})
+            problem = 426, "Upgrade Required"
         status, message = problem
-        headers = {"Sec-WebSocket-Version": "13"} if status == 426 else None
+        # A 426 names the protocol to upgrade to (RFC 9110 15.5.22), and Upgrade
+        # goes with Connection: upgrade (7.8); the version is for RFC 6455 4.4.
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade",
+                   "Sec-WebSocket-Version": "13"} if status == 426 else None
         return Response(message, status=status, headers=headers)
 
     def _request_done(self) -> None:

@@ -368,8 +368,15 @@ def test_upgrade_data_and_typed_handler(make_server: Any) -> None:
 
 def test_without_fetch_websockets_upgrade_and_others_get_426(make_server: Any) -> None:
     server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
-    reply = http_get(server.port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 426 ")
+    wrong_version = handshake_request().replace(b"Version: 13", b"Version: 8")
+    for request in (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+                    wrong_version.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")):
+        head = http_get(server.port, request).split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert head[0].startswith(b"http/1.1 426 ")
+        # RFC 9110: a 426 names the protocol, and Upgrade goes with Connection: upgrade.
+        assert b"upgrade: websocket" in head
+        assert any(line.startswith(b"connection:") and b"upgrade" in line for line in head)
+        assert b"sec-websocket-version: 13" in head  # RFC 6455 4.4
     with connect(f"ws://127.0.0.1:{server.port}/") as client:
         client.send("ok")
         assert client.recv(timeout=wait(5)) == "ok"
