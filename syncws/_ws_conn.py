@@ -606,7 +606,11 @@ class WsConnection(SocketConnection):
         if idle > 0 and not self.local_close_sent:
             if not self.interest & READ:
                 # The idle clock is frozen while we are the ones not reading
-                # (paused, or resumed but not reading again yet).
+                # (paused, or resumed but not reading again yet); but a peer
+                # gone meanwhile would then hold its socket for good.
+                if self.peer_gone():
+                    self.connection_lost(None)
+                    return
                 self.last_recv = now
             quiet = now - self.last_recv
             if quiet >= idle:
@@ -626,6 +630,19 @@ class WsConnection(SocketConnection):
                     self.bytes_sent - unsent
                 self.write(encode_frame(OP_PING, b""))
         self.arm_timer()
+
+    def peer_gone(self) -> bool:
+        """Whether the peer of a socket we are not reading reset or closed it.
+
+        Peeks at the TCP stream (under TLS too) and takes nothing: unread
+        data means the peer may still be there.
+        """
+        try:
+            return socket.socket.recv(self.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
 
     def peer_took_data(self) -> bool:
         """Whether the peer took any of the data queued ahead of our last ping (Linux)."""

@@ -335,6 +335,26 @@ def test_paused_connection_is_not_timed_out(make_server: Any) -> None:
     client.close()
 
 
+@pytest.mark.parametrize("how", ["reset", "fin"])
+def test_a_paused_connection_whose_peer_goes_is_closed(make_server: Any, how: str) -> None:
+    """Paused, the socket is not read; the idle tick still notices the peer gone."""
+    rec = Sockets()
+    server = make_server(websocket=rec.spec(idle_timeout=1, send_pings=False))
+    client = RawClient(server.port)
+    wait_for(lambda: rec.sockets, message="open")
+    rec.sockets[0].pause()
+    paused = threading.Event()  # the loop has stopped reading the socket before it goes
+    server._loop.call_soon_threadsafe(paused.set)
+    assert paused.wait(wait(5))
+    if how == "reset":
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    else:
+        client.sock.shutdown(socket.SHUT_WR)
+    client.sock.close()
+    assert rec.closed.wait(wait(5))
+    assert rec.events[-1] == ("close", 1006, "")
+
+
 def test_resume_gives_a_silent_peer_a_whole_idle_period(make_server: Any) -> None:
     """The idle clock is frozen while paused: it does not run out just after resume()."""
     rec, client, ws = paused_connection(make_server)
