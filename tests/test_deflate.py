@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -591,6 +592,24 @@ def vm_hwm_kib(pid: int) -> int:
     return int(match.group(1))
 
 
+@contextlib.contextmanager
+def server_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python *args`` as a server whose memory is its own; yields it and its first line."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc, proc.stdout.readline()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(wait(10))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
 def bomb(compressed_size: int) -> tuple[bytes, int]:
     """~``compressed_size`` bytes of deflate data inflating to ~1000x as many zeros."""
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -610,13 +629,8 @@ def test_bomb_is_refused_with_bounded_memory() -> None:
     check = zlib.decompressobj(-15)
     assert check.decompress(payload[: 64 * 1024], 1000) == bytes(1000)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncws", "echo", "--port", str(port),
-         "--max-payload-length", str(1 << 20)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+    with server_process("-m", "syncws", "echo", "--port", str(port),
+                        "--max-payload-length", str(1 << 20)) as (proc, line):
         assert f":{port}" in line, line
         client = RawClient(port, extra=OFFER, timeout=30)
         assert client.header("Sec-WebSocket-Extensions") is not None
@@ -644,16 +658,6 @@ def test_bomb_is_refused_with_bounded_memory() -> None:
         assert other.recv_frame()[3] == b"still here"
         other.close()
         client.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(wait(10))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 SLOW_HANDLER_SERVER = """
@@ -679,11 +683,8 @@ def test_compressed_messages_wait_for_a_slow_handler_within_the_inbound_bound() 
     server stops parsing past the ~1 MiB mark instead, holds the compressed
     rest, and still hands every message over, in order.
     """
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_HANDLER_SERVER],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
+    with server_process("-c", SLOW_HANDLER_SERVER) as (proc, line):
+        port = int(line)
         client = RawClient(port, extra=OFFER, timeout=wait(60))
         assert client.header("Sec-WebSocket-Extensions") is not None
         big = b"a" * (8 << 20)
@@ -699,15 +700,6 @@ def test_compressed_messages_wait_for_a_slow_handler_within_the_inbound_bound() 
         after = vm_hwm_kib(proc.pid)
         assert after - before < 48 * 1024, (before, after)
         client.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(wait(10))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 @pytest.mark.parametrize("config", [True, {}])
