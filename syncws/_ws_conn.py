@@ -607,8 +607,10 @@ class WsConnection(SocketConnection):
             if not self.interest & READ:
                 # The idle clock is frozen while we are the ones not reading
                 # (paused, or resumed but not reading again yet); but a peer
-                # gone meanwhile would then hold its socket for good.
-                if self.peer_gone():
+                # gone meanwhile would then hold its socket for good. (Whole
+                # frames held for the backlog are still to be delivered: the
+                # read after them sees the peer gone.)
+                if not (self.held_for_backlog or self.parse_pending) and self.peer_gone():
                     self.connection_lost(None)
                     return
                 self.last_recv = now

@@ -702,6 +702,43 @@ def test_compressed_messages_wait_for_a_slow_handler_within_the_inbound_bound() 
         client.close()
 
 
+def test_compressed_messages_held_for_a_busy_handler_outlive_the_peer_closing(
+        make_server: Any) -> None:
+    """A burst that one read takes whole, its close frame, then FIN; the handler is stuck.
+
+    Idle ticks see the peer's side closed while most of the burst still
+    waits, compressed, to be parsed: every message is still handled, and
+    the close is the peer's own.
+    """
+    handled: list[str] = []
+    closes: list[tuple[int, str]] = []
+    closed, release = threading.Event(), threading.Event()
+
+    def on_message(ws: Any, message: str) -> None:
+        release.wait(wait(10))
+        handled.append(message)
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closes.append((code, reason))
+        closed.set()
+
+    server = make_server(websocket={"message": on_message, "close": on_close,
+                                    "per_message_deflate": True, "idle_timeout": 1,
+                                    "send_pings": False})
+    client = RawClient(server.port, extra=OFFER)
+    messages = [f"{i:03d}" + "x" * 20_000 for i in range(200)]  # 4 MB, past the backlog mark
+    burst = b"".join(client_frame(0x1, deflate(m.encode()), rsv=4) for m in messages)
+    assert len(burst) < 64 * 1024  # one read takes it all
+    client.sock.sendall(burst + client_frame(0x8, close_body(1000)))
+    client.sock.shutdown(socket.SHUT_WR)
+    assert not closed.wait(2.5)  # idle ticks pass while the handler is stuck
+    release.set()
+    assert closed.wait(wait(20))
+    assert handled == messages
+    assert closes == [(1000, "")]
+    client.close()
+
+
 @pytest.mark.parametrize("config", [True, {}])
 def test_publish_to_deflate_and_plain_subscribers(make_server: Any, config: object) -> None:
     server = make_server(websocket={"open": lambda ws: ws.subscribe("room"),
