@@ -147,6 +147,36 @@ def test_peers_gone_before_accept_leave_no_count_behind(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_a_paused_wss_connection_whose_peer_resets_is_closed(make_server: Any,
+                                                             certs: dict[str, Any]) -> None:
+    """The idle tick peeks under TLS too: the paused socket's gone peer is noticed."""
+    opened: list[Any] = []
+    closes: list[tuple[int, str]] = []
+    closed = threading.Event()
+
+    def on_close(ws: Any, code: int, reason: str) -> None:
+        closes.append((code, reason))
+        closed.set()
+
+    server = make_server(websocket={"open": opened.append, "message": lambda ws, m: None,
+                                    "close": on_close, "idle_timeout": 1, "send_pings": False},
+                         tls={"certfile": certs["certfile"], "keyfile": certs["keyfile"]})
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=wait(5))
+    with certs["client"].wrap_socket(raw, server_hostname="127.0.0.1") as tls_sock:
+        tls_sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        assert tls_sock.recv(65536).startswith(b"HTTP/1.1 101 ")
+        wait_for(lambda: bool(opened), message="open")
+        opened[0].pause()
+        paused = threading.Event()  # the loop has stopped reading before the reset
+        server._loop.call_soon_threadsafe(paused.set)
+        assert paused.wait(wait(5))
+        tls_sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert closed.wait(wait(5))
+    assert closes == [(1006, "")]
+
+
 def test_over_max_connections_a_tls_client_gets_no_cleartext(
         make_server: Any, certs: dict[str, Any]) -> None:
     server = make_server(websocket={"message": lambda ws, m: ws.send(m)},
