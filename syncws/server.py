@@ -21,7 +21,7 @@ from . import _frames
 from ._cork import CORKS, Part, queue_part
 from ._deflate import MIN_COMPRESS_SIZE, DeflateExtension, make_compressor, negotiate
 from ._frames import encode_frame
-from ._handshake import build_101, is_websocket_request, make_decision, upgrade_problem
+from ._handshake import build_101, make_decision, upgrade_problem
 from ._http import Request, Response
 from ._http_conn import HttpConnection, plain_response
 from ._loop import READ, EventLoop
@@ -628,10 +628,9 @@ class Server(Generic[T]):
     def _default_fetch(self, req: Request) -> Response | None:
         if self._ws_config is not None and self.upgrade(req):
             return None
-        problem = upgrade_problem(req.method, req.headers, req._http_version)
-        if problem is None or not is_websocket_request(req.method, req.headers):
-            problem = 426, "Upgrade Required"
-        status, message = problem
+        # (No problem with the upgrade: this server takes no WebSocket at all.)
+        status, message = upgrade_problem(req.method, req.headers, req._http_version) or (
+            426, "Upgrade Required")
         # A 426 names the protocol to upgrade to (RFC 9110 15.5.22), and Upgrade
         # goes with Connection: upgrade (7.8); the version is for RFC 6455 4.4.
         headers = {"Upgrade": "websocket", "Connection": "Upgrade",
