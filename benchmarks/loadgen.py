@@ -19,6 +19,10 @@ Roles of a load process:
 - ``pub``: one ``/fanout`` connection publishing numbered, time-stamped
   messages, at most ``window`` not yet delivered to every subscriber.
 - ``idle``: hold connections open (answering pings) until released.
+- ``churn``: ``connections`` sessions at a time, each a fresh connection:
+  connect, upgrade, send a close frame, read the server's close frame and
+  its FIN, close; count the sessions completed and time each handshake
+  (connect to 101).
 """
 
 from __future__ import annotations
@@ -251,7 +255,7 @@ def proc_status(pid: int) -> dict[str, int]:
 
 @dataclass
 class Spec:
-    role: str  # echo | sub | pub | idle
+    role: str  # echo | sub | pub | idle | churn
     host: str
     port: int
     path: str
@@ -649,16 +653,106 @@ def _loop_idle(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
     return {"errors": errors}
 
 
+class _Session:
+    """One churn connection: its socket, phase, bytes read and start time."""
+
+    __slots__ = ("buf", "phase", "sock", "t0")
+
+    CONNECTING, UPGRADING, CLOSING = range(3)
+
+    def __init__(self, sock: socket.socket, t0: int) -> None:
+        self.sock = sock
+        self.t0 = t0
+        self.phase = self.CONNECTING
+        self.buf = b""
+
+
+def _loop_churn(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
+    sel = selectors.DefaultSelector()
+    request = _request(spec.host, spec.port, spec.path)
+    completed = errors = 0
+    handshakes: list[int] = []
+
+    def begin() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.connect_ex((spec.host, spec.port))  # EINPROGRESS: writable once connected
+        sel.register(s, selectors.EVENT_WRITE, _Session(s, time.monotonic_ns()))
+
+    def end_session(session: _Session, ok: bool) -> None:
+        nonlocal completed, errors
+        sel.unregister(session.sock)
+        session.sock.close()
+        if ok:
+            completed += 1
+        else:
+            errors += 1
+        begin()
+
+    start, end = ctl.times[0], ctl.times[1]
+    while time.monotonic() < start:
+        time.sleep(min(0.01, max(0.0, start - time.monotonic())))
+    cpu0 = _cpu_self()
+    for _ in range(spec.connections):
+        begin()
+    while time.monotonic() < end:
+        for key, _mask in sel.select(max(0.0, min(0.05, end - time.monotonic()))):
+            session: _Session = key.data
+            if session.phase == session.CONNECTING:
+                if session.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    end_session(session, False)
+                    continue
+                session.sock.send(request)  # (a few hundred bytes: the buffer takes them)
+                session.phase = session.UPGRADING
+                sel.modify(session.sock, selectors.EVENT_READ, session)
+                continue
+            data = recv_nowait(session.sock)
+            if data is None:
+                continue
+            if session.phase == session.UPGRADING:
+                if not data:
+                    end_session(session, False)
+                    continue
+                session.buf += data
+                head, found, rest = session.buf.partition(b"\r\n\r\n")
+                if not found:
+                    continue
+                if not head.startswith(b"HTTP/1.1 101"):
+                    end_session(session, False)
+                    continue
+                handshakes.append(time.monotonic_ns() - session.t0)
+                session.buf = rest
+                session.phase = session.CLOSING
+                try:
+                    session.sock.send(CLOSE_FRAME)
+                except OSError:
+                    end_session(session, False)
+            elif data:
+                session.buf += data
+            else:  # the server's FIN: its close frame must have come first
+                end_session(session, session.buf[:1] == b"\x88")
+    cpu = _cpu_self() - cpu0
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    sel.close()
+    if len(handshakes) > spec.max_samples:
+        step = len(handshakes) / spec.max_samples
+        handshakes = [handshakes[int(i * step)] for i in range(spec.max_samples)]
+    return {"completed": completed, "handshakes": handshakes, "cpu": cpu, "errors": errors}
+
+
 _LOOPS: dict[str, Callable[[Spec, list[Conn], _Ctl], dict[str, Any]]] = {
     "echo": _loop_echo, "sub": _loop_sub, "pub": _loop_pub, "idle": _loop_idle,
+    "churn": _loop_churn,
 }
 
 
 def _child(spec: Spec, ctl: _Ctl) -> None:
     raise_nofile()
     try:
-        conns = open_connections(spec.host, spec.port, spec.path, spec.connections,
-                                 timeout=spec.connect_timeout)
+        conns = [] if spec.role == "churn" else open_connections(
+            spec.host, spec.port, spec.path, spec.connections, timeout=spec.connect_timeout)
     except Exception as exc:
         ctl.ready.put((spec.slot, spec.role, f"{type(exc).__name__}: {exc}"))
         return
@@ -799,6 +893,23 @@ def fanout(host: str, port: int, *, server_pid: int, subscribers: int, size: int
         "publishes/s": len(times) / duration,
         "all p50 ms": percentile(times, 50),
         "all p99 ms": percentile(times, 99),
+        "server cpu": r.server_cpu / duration,
+        "load cpu": r.load_cpu / duration,
+        "other cpu": r.other_cpu / duration,
+        "errors": sum(x["errors"] for x in r.results),
+    }
+
+
+def churn(host: str, port: int, *, server_pid: int, in_flight: int, duration: float,
+          procs: int) -> dict[str, float]:
+    specs = [Spec("churn", host, port, "/echo", n, slot=i)
+             for i, n in enumerate(split(in_flight, procs))]
+    r = run_load(specs, server_pid=server_pid, duration=duration)
+    handshakes = sorted(t for x in r.results for t in x["handshakes"])
+    return {
+        "conn/s": sum(x["completed"] for x in r.results) / duration,
+        "handshake p50 ms": percentile(handshakes, 50) / 1e6,
+        "handshake p99 ms": percentile(handshakes, 99) / 1e6,
         "server cpu": r.server_cpu / duration,
         "load cpu": r.load_cpu / duration,
         "other cpu": r.other_cpu / duration,

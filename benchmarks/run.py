@@ -46,13 +46,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "echo-64k": {"kind": "echo", "connections": 8, "in_flight": 1, "size": 65536},
     "fanout-200": {"kind": "fanout", "subscribers": 200, "size": 64, "window": 8},
     "fanout-1000": {"kind": "fanout", "subscribers": 1000, "size": 64, "window": 8},
+    "connect": {"kind": "churn", "in_flight": 16},
     "idle-1000": {"kind": "idle", "connections": 1000},
     "idle-5000": {"kind": "idle", "connections": 5000},
     "idle-10000": {"kind": "idle", "connections": 10000},
 }
 PRIMARY = {"echo": ("msg/s", True), "fanout": ("deliveries/s", True),
-           "idle": ("KB/conn", False)}
-SECONDARY = {"echo": "p99 ms", "fanout": "all p99 ms", "idle": "threads"}
+           "churn": ("conn/s", True), "idle": ("KB/conn", False)}
+SECONDARY = {"echo": "p99 ms", "fanout": "all p99 ms", "churn": "handshake p99 ms",
+             "idle": "threads"}
 
 
 def free_port() -> int:
@@ -106,6 +108,9 @@ def run_one(server: str, scenario: str, *, duration: float, procs: int | None,
         if kind == "fanout":
             return loadgen.fanout(HOST, port, server_pid=pid, duration=duration,
                                   procs=procs or 2, **params)
+        if kind == "churn":
+            return loadgen.churn(HOST, port, server_pid=pid, duration=duration,
+                                 procs=procs or 2, **params)
         n = params["connections"]
         return loadgen.idle(HOST, port, server_pid=pid, connections=n,
                             procs=procs or max(1, -(-n // 2500)))

@@ -598,7 +598,7 @@ class Server(Generic[T]):
     def _dispatch_fetch(self, conn: HttpConnection, req: Request) -> None:
         with self._lock:
             self._pending_requests += 1
-        self._pool.submit(self._run_fetch, conn, req)
+        self._pool.submit_after_turn(self._run_fetch, conn, req)
 
     def _run_fetch(self, conn: HttpConnection, req: Request) -> None:
         try:

@@ -45,3 +45,13 @@ def test_echo_64k_counts_every_echo() -> None:
     assert result["errors"] == 0
     assert result["msg/s"] > 0
     assert 0 < result["p50 ms"] <= result["p99 ms"]
+
+
+def test_churn_counts_whole_sessions() -> None:
+    # Each counted session got a 101, then the server's close frame, then its FIN.
+    with run.running_server("syncws") as (pid, port):
+        result = loadgen.churn(run.HOST, port, server_pid=pid, in_flight=4, duration=0.5,
+                               procs=2)
+    assert result["errors"] == 0
+    assert result["conn/s"] > 0
+    assert 0 < result["handshake p50 ms"] <= result["handshake p99 ms"]

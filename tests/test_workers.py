@@ -35,6 +35,34 @@ def test_scheduled_items_wait_for_start_runners_then_run_in_order_on_one_thread(
         pool.shutdown()
 
 
+def test_tasks_submitted_after_the_turn_wait_for_it_then_each_gets_a_worker() -> None:
+    pool = WorkerPool(2)
+    try:
+        first = threading.Event()
+        both = threading.Barrier(3)  # two tasks and this test: both run at once
+
+        def task() -> None:
+            first.set()
+            both.wait(wait(5))
+
+        pool.submit_after_turn(task)
+        pool.submit_after_turn(task)
+        # A fetch handed over mid-turn would wake a worker to fight the loop for the GIL.
+        assert not first.wait(0.05) and pool.backlog == 2
+        assert not pool.start_runners(time.monotonic())  # no ready items to look at again
+        both.wait(wait(5))  # each task on its own worker, not one after the other
+    finally:
+        pool.shutdown()
+
+
+def test_shutdown_hands_over_tasks_no_loop_turn_will() -> None:
+    pool = WorkerPool(1)
+    done = threading.Event()
+    pool.submit_after_turn(done.set)
+    pool.shutdown()  # waits for the workers to end
+    assert done.is_set()
+
+
 def test_a_stalled_runner_gets_a_backup_only_after_the_stall_time() -> None:
     pool = WorkerPool(2)
     release = threading.Event()
