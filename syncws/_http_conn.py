@@ -159,8 +159,9 @@ class HttpConnection(SocketConnection):
         """The request is complete: hand it to ``fetch`` on a worker."""
         event = self.request
         assert event is not None
-        headers = Headers((name.decode("latin-1"), value.decode("latin-1"))
-                          for name, value in event.headers)
+        # raw_items(): the names as the client spelled them (Headers matches any case).
+        headers = Headers([(name.decode("latin-1"), value.decode("latin-1"))
+                           for name, value in event.headers.raw_items()])
         try:
             request = Request(event.method.decode("ascii"), event.target.decode("latin-1"),
                               headers, b"".join(self.body), scheme=self.server._http_scheme,

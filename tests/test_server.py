@@ -1013,6 +1013,26 @@ def test_request_ip_and_remote_address(make_server: Any) -> None:
     assert seen[0].address == "127.0.0.1" and seen[0].family == "IPv4"
 
 
+def test_request_headers_keep_the_clients_spelling_and_match_any_case(make_server: Any) -> None:
+    seen: list[syncws.Request] = []
+
+    def fetch(req: syncws.Request, server: syncws.Server[Any]) -> syncws.Response:
+        seen.append(req)
+        return syncws.Response("ok")
+
+    server = make_server(fetch, None)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait(5)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Trace-ID: 1\r\nx-trace-id: 2\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    (req,) = seen
+    assert req.headers.raw_items() == [("Host", "a"), ("X-Trace-ID", "1"),
+                                       ("x-trace-id", "2"), ("Connection", "close")]
+    assert req.headers["x-trace-id"] == req.headers["X-TRACE-ID"] == "1, 2"
+    assert req.headers.get_all("X-Trace-Id") == ["1", "2"]
+    assert list(req.headers) == ["host", "x-trace-id", "connection"]
+
+
 def test_repr_of_ws_shows_its_peer_state_and_a_bounded_part_of_data(make_server: Any) -> None:
     def fetch(req: syncws.Request, server: syncws.Server[Any]) -> None:
         server.upgrade(req, data={"user": "ada", "history": "x" * 10_000_000})
