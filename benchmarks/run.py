@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def parse_server(spec: str) -> tuple[str, int | None]:
+    """``"aiohttp"`` -> ("aiohttp", None); ``"syncws@1"`` -> ("syncws", 1): pinned to CPU 1."""
+    name, at, cpu = spec.partition("@")
+    if name not in SERVERS or (at and not cpu.isdigit()):
+        raise ValueError(f"unknown server {spec!r}")
+    return name, int(cpu) if at else None
+
+
 @contextlib.contextmanager
-def running_server(name: str, *, startup_timeout: float = 20.0) -> Iterator[tuple[int, int]]:
-    """Start server ``name`` on a free port; yield (pid, port); stop it afterwards."""
+def running_server(spec: str, *, startup_timeout: float = 20.0) -> Iterator[tuple[int, int]]:
+    """Start server ``spec`` (a name, ``@CPU`` to pin it) on a free port; yield (pid, port)."""
+    name, cpu = parse_server(spec)
     port = free_port()
     script = HERE / "servers" / SERVERS[name]
+    # Every thread of the server on one CPU: no hand-off between its threads
+    # crosses cores (the load generator keeps running anywhere).
+    pin = None if cpu is None else partial(os.sched_setaffinity, 0, {cpu})
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, str(script), "--host", HOST, "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=pin)
         try:
             deadline = time.monotonic() + startup_timeout
             while True:
@@ -146,7 +160,9 @@ def print_table(scenario: str, servers: list[str],
     rows = []
     summary: dict[str, Any] = {}
     quiet_notes = []
-    base = rounds.get("syncws", [])
+    # Ratios are to the first syncws run in the list (plain or pinned).
+    base_name = next((name for name in servers if parse_server(name)[0] == "syncws"), "")
+    base = rounds.get(base_name, [])
     for name in servers:
         ok = runs[name]
         med = {m: statistics.median([r[m] for r in ok if m in r]) if ok else float("nan")
@@ -154,7 +170,7 @@ def print_table(scenario: str, servers: list[str],
         ratios: list[float] = []
         ratios2: list[float] = []
         quiet: list[float] = []
-        if name != "syncws":
+        if name != base_name:
             # Same round only: a ratio compares runs made one after the other.
             for a, b in zip(base, rounds[name], strict=False):
                 if a is None or b is None:
@@ -217,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="echo",
                         help=f"comma-separated, or 'all': {', '.join(SCENARIOS)}")
     parser.add_argument("--servers", default="syncws,websockets-sync",
-                        help=f"comma-separated, or 'all': {', '.join(SERVERS)}")
+                        help=f"comma-separated, or 'all': {', '.join(SERVERS)}; "
+                             "NAME@CPU runs that server pinned to one CPU (syncws@1)")
     parser.add_argument("--pairs", type=int, default=3, help="rounds over all servers")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--procs", type=int, default=None,
@@ -232,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}")
     for s in servers:
-        if s not in SERVERS:
-            parser.error(f"unknown server {s!r}")
+        try:
+            _, cpu = parse_server(s)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if cpu is not None and cpu not in os.sched_getaffinity(0):
+            parser.error(f"{s}: CPU {cpu} is not one this process may use")
     if not 1 <= args.pairs <= 50 or not 0.5 <= args.duration <= 120:
         parser.error("--pairs must be 1..50 and --duration 0.5..120 s")
     from syncws._frames import SPEEDUPS
