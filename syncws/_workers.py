@@ -1,12 +1,12 @@
 """The worker pool that runs ``fetch`` and the WebSocket handlers.
 
-Threads are started up front and named ``syncws-worker-N``. Three ways in:
+Threads are started up front and named ``syncws-worker-N``. Two ways in:
 
-- ``submit(fn, *args)``: a task for any idle worker, now.
-- ``submit_after_turn(fn, *args)``: the same, handed over when the loop's
-  turn ends (``fetch`` uses it): a worker woken mid-turn would fight the loop
-  for the GIL at every system call the loop still makes this turn (a churn
-  of connections measured 18 futex calls per connection that way, 5 this way).
+- ``submit_after_turn(fn, *args)``: a task for any idle worker, handed over
+  when the loop's turn ends (``fetch`` uses it): a worker woken mid-turn
+  would fight the loop for the GIL at every system call the loop still makes
+  this turn (a churn of connections measured 18 futex calls per connection
+  that way, 5 this way).
 - ``schedule(fn, arg)``: a ready queue drained by "runners", workers that
   take items one after another. The loop calls ``start_runners`` once per
   turn, after its reads and writes: a turn that readies many connections
@@ -68,10 +68,6 @@ class WorkerPool:
             thread.start()
             assert thread.ident is not None
             self._idents.add(thread.ident)
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on some worker; never blocks."""
-        self._tasks.put((fn, args))
 
     def submit_after_turn(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on some worker from the loop's next ``start_runners`` on.

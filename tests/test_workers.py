@@ -117,7 +117,8 @@ def test_an_idle_worker_keeps_nothing_of_its_last_task_alive() -> None:
         request = Request()
         ref = weakref.ref(request)
         done = threading.Event()
-        pool.submit(lambda req: done.set(), request)
+        pool.submit_after_turn(lambda req: done.set(), request)
+        pool.start_runners(time.monotonic())
         assert done.wait(wait(5))
         del request
         wait_for(lambda: pool.busy == 0, message="the worker is idle again")
