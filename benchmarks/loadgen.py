@@ -703,7 +703,11 @@ def _loop_churn(spec: Spec, conns: list[Conn], ctl: _Ctl) -> dict[str, Any]:
                 if session.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                     end_session(session, False)
                     continue
-                session.sock.send(request)  # (a few hundred bytes: the buffer takes them)
+                try:
+                    session.sock.send(request)  # (a few hundred bytes: the buffer takes them)
+                except OSError:
+                    end_session(session, False)
+                    continue
                 session.phase = session.UPGRADING
                 sel.modify(session.sock, selectors.EVENT_READ, session)
                 continue
