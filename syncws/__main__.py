@@ -42,8 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         args.max_payload_length = 16 * 1024 * 1024
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.mode == "demo":
-        return _demo(args)
+    try:
+        if args.mode == "demo":
+            return _demo(args)
+        return _echo_server(args)
+    except OSError as exc:  # the port in use, say: one line, not a traceback
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
+
+
+def _echo_server(args: argparse.Namespace) -> int:
     server: Server[None] = serve(
         websocket={
             "message": _echo,

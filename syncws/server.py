@@ -102,6 +102,10 @@ class _Listener:
         self.server._resume_accepting()
 
 
+# bind() errors that are about the address asked for.
+_LISTEN_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
 class Server(Generic[T]):
     """A running syncws server, as returned by ``serve()``.
 
@@ -165,6 +169,14 @@ class Server(Generic[T]):
             # the queue rather than in SYN retries (1 s, then 3 s).
             sock.listen(socket.SOMAXCONN)
             sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in _LISTEN_ERRNOS:
+                raise
+            # The bare error does not say which address: the port came from config.
+            hint = " (is another server running on it?)" if exc.errno == errno.EADDRINUSE else ""
+            raise type(exc)(exc.errno, f"{exc.strerror}: cannot listen on {hostname}:{port}"
+                                       f"{hint}") from None
         except BaseException:
             sock.close()
             raise

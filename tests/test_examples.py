@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import threading
@@ -108,6 +109,20 @@ def test_cli_echo_is_verbatim() -> None:
         assert proc.wait(wait(10)) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("mode", ["echo", "demo"])
+def test_cli_on_a_port_in_use_says_so_in_one_line(mode: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "syncws", mode, "--port", str(port)],
+                                capture_output=True, text=True, timeout=wait(30))
+    assert result.returncode == 1
+    assert result.stderr.startswith("python3 -m syncws: error: "), result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (is another server" in result.stderr
+    assert result.stderr.count("\n") == 1  # no traceback
 
 
 def test_cli_echo_drops_no_echo_for_a_client_that_reads_late() -> None:

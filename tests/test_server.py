@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import base64
+import errno
 import hashlib
 import logging
 import os
@@ -489,6 +490,17 @@ def test_bad_serve_arguments_are_refused_by_name(kwargs: dict[str, Any], error: 
     kwargs = {"hostname": "127.0.0.1", "port": 0, **kwargs}
     with pytest.raises(error, match=named):
         syncws.serve(**kwargs)
+
+
+def test_a_port_in_use_is_named_in_the_error(make_server: Any) -> None:
+    first = make_server(echo_fetch, {"message": lambda ws, m: None})
+    with pytest.raises(OSError) as info:
+        make_server(echo_fetch, {"message": lambda ws, m: None}, port=first.port)
+    assert info.value.errno == errno.EADDRINUSE
+    assert f"cannot listen on 127.0.0.1:{first.port}" in str(info.value)
+    # The first server is untouched by the second one's failure.
+    with connect(f"ws://127.0.0.1:{first.port}/") as client:
+        client.ping().wait(wait(5))
 
 
 @pytest.mark.parametrize("headers, error", [
