@@ -116,10 +116,10 @@ class Request:
     def __init__(self, method: str, target: str, headers: Headers, body: bytes = b"", *,
                  scheme: str = "http", peer: tuple[str, int] | None = None,
                  http_version: str = "1.1") -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
+        self.method: str = method
+        self.target: str = target
+        self.headers: Headers = headers
+        self.body: bytes = body
         host = headers.get("host", "localhost")
         # Path and query come from the target alone (a Host header cannot move
         # them), and the scheme from the connection (a client cannot claim https).
@@ -132,9 +132,9 @@ class Request:
         else:  # asterisk-form ("OPTIONS *") or authority-form
             path_query = "/" if target == "*" else target
         path_query = path_query.partition("#")[0]
-        self.url = f"{scheme}://{host}{path_query}"
+        self.url: str = f"{scheme}://{host}{path_query}"
         path, _, query = path_query.partition("?")
-        self.path = "*" if target == "*" else path or "/"
+        self.path: str = "*" if target == "*" else path or "/"
         self.query: dict[str, str] = {}
         for key, value in parse_qsl(query, keep_blank_values=True):
             self.query.setdefault(key, value)
@@ -184,7 +184,7 @@ class Response:
         elif not isinstance(body, bytes):
             raise TypeError(f"body must be str or bytes, not {type(body).__name__}")
         self.body: bytes = body
-        self.status = status
+        self.status: int = status
         self.headers: list[tuple[str, str]] = pairs
 
     @classmethod

@@ -23,7 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, overload
+from functools import partial
+from typing import Any, Final, Generic, Literal, TypeVar, overload
 
 from . import _frames
 from ._client_handshake import (
@@ -101,6 +102,34 @@ class ErrorEvent(Event):
 
 Listener = Callable[[Any], object]
 
+E = TypeVar("E", bound=Event)
+
+
+class _EventHandler(Generic[E]):
+    """``ws.onmessage = fn``: the browser's event handler attributes.
+
+    Setting one adds a listener for its type (as ``add_event_listener``, held
+    events included); setting another function replaces it in that place,
+    and None removes it. Reading it gives the function, or None.
+    """
+
+    def __init__(self, type: EventType) -> None:
+        self.type: EventType = type
+
+    @overload
+    def __get__(self, ws: None, owner: type[WebSocket]) -> _EventHandler[E]: ...
+    @overload
+    def __get__(self, ws: WebSocket, owner: type[WebSocket]) -> Callable[[E], object] | None: ...
+
+    def __get__(self, ws: WebSocket | None, owner: type[WebSocket]
+                ) -> _EventHandler[E] | Callable[[E], object] | None:
+        if ws is None:
+            return self
+        return ws._handlers.get(self.type)
+
+    def __set__(self, ws: WebSocket, handler: Callable[[E], object] | None) -> None:
+        ws._set_handler(self.type, handler)
+
 
 class WebSocket:
     """A WebSocket client in the style of the browser's and Bun's ``WebSocket``.
@@ -129,6 +158,10 @@ class WebSocket:
     ``INBOX_MAX_MESSAGES``): past that, as in a browser where no listener
     hears them, messages are dropped, with one warning in the log.
 
+    ``ws.onmessage = fn`` (and ``onopen``, ``onclose``, ``onerror``) works as
+    in the browser: one more listener, replaced in place when set again,
+    removed by None.
+
     As in Bun, there are also ``ping``/``pong`` (control frames) and
     ``terminate`` (drop the connection: "close" 1006, not clean, no "error").
 
@@ -137,10 +170,27 @@ class WebSocket:
     ``close`` and ``terminate`` never block.
     """
 
+    # Slots: a misspelt attribute (``ws.on_message = ...``) is an error, not ignored.
+    __slots__ = ("__weakref__", "_cancel", "_close_while_connecting", "_closer", "_conn",
+                 "_connect_error", "_connected", "_dispatching", "_dropping_logged",
+                 "_handler_callers", "_handler_lock", "_handlers", "_headers", "_held",
+                 "_held_message_bytes", "_held_messages", "_hold_until", "_inbox", "_listened",
+                 "_listeners", "_lock", "_max_payload_length", "_protocols", "_seen", "_ssl",
+                 "_state", "_thread", "_thread_name", "url")
+
     CONNECTING: Final = ReadyState.CONNECTING
     OPEN: Final = ReadyState.OPEN
     CLOSING: Final = ReadyState.CLOSING
     CLOSED: Final = ReadyState.CLOSED
+
+    #: ``ws.onopen = lambda event: ws.send("hi")``, as in the browser and Bun.
+    onopen: _EventHandler[Event] = _EventHandler("open")
+    #: ``ws.onmessage = lambda event: print(event.data)``.
+    onmessage: _EventHandler[MessageEvent] = _EventHandler("message")
+    #: ``ws.onclose = lambda event: print(event.code, event.reason)``.
+    onclose: _EventHandler[CloseEvent] = _EventHandler("close")
+    #: ``ws.onerror = lambda event: print(event.message)``.
+    onerror: _EventHandler[ErrorEvent] = _EventHandler("error")
 
     def __init__(self, url: str, headers: HeaderArg | None = None,
                  protocols: str | list[str] | tuple[str, ...] | None = None, *,
@@ -164,6 +214,11 @@ class WebSocket:
         self._listened = threading.Condition(self._lock)
         self._listeners: dict[str, list[Listener]] = {t: [] for t in _EVENT_TYPES}
         self._seen: set[str] = set()  # the types that ever had a listener
+        # ws.onmessage and kin: the function set, and the listener that calls it.
+        self._handlers: dict[str, Listener] = {}
+        self._handler_callers: dict[str, Listener] = {
+            t: partial(self._call_handler, t) for t in _EVENT_TYPES}
+        self._handler_lock = threading.Lock()  # one setter at a time: add, then remove
         # Undelivered events in the order they happened: those of a type not
         # in _seen, and those held back behind them (see the class docstring).
         self._held: deque[Event] = deque()
@@ -277,6 +332,25 @@ class WebSocket:
             listeners = self._listeners.get(type)
             if listeners is not None and listener in listeners:
                 listeners.remove(listener)
+
+    def _set_handler(self, type: EventType, handler: Listener | None) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"on{type} must be callable or None, not {handler!r}")
+        with self._handler_lock:
+            had = type in self._handlers
+            if handler is None:
+                self._handlers.pop(type, None)
+                if had:
+                    self.remove_event_listener(type, self._handler_callers[type])
+            else:
+                self._handlers[type] = handler
+                if not had:
+                    self.add_event_listener(type, self._handler_callers[type])
+
+    def _call_handler(self, type: str, event: Event) -> None:
+        handler = self._handlers.get(type)
+        if handler is not None:
+            handler(event)
 
     def send(self, data: str | bytes | bytearray | memoryview) -> None:
         """Send a text (``str``) or binary (bytes-like) message.

@@ -22,7 +22,7 @@ from ._cork import CORKS, Part, queue_part
 from ._deflate import MIN_COMPRESS_SIZE, DeflateExtension, make_compressor, negotiate
 from ._frames import encode_frame
 from ._handshake import build_101, make_decision, upgrade_problem
-from ._http import Request, Response
+from ._http import HeaderItems, Request, Response
 from ._http_conn import HttpConnection, plain_response
 from ._loop import READ, EventLoop
 from ._options import (
@@ -258,10 +258,10 @@ class Server(Generic[T]):
             return None
         return SocketAddress(peer[0], peer[1], "IPv6" if ":" in peer[0] else "IPv4")
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> dict[str, int]:
         """A snapshot of the server's counters, for operators. Thread-safe."""
         with self._lock:
-            snapshot: dict[str, int | float] = dict(self._counters)
+            snapshot: dict[str, int] = dict(self._counters)
             snapshot["open_websockets"] = self._open_websockets
             snapshot["connections"] = self._connections
             snapshot["pending_requests"] = self._pending_requests
@@ -276,8 +276,8 @@ class Server(Generic[T]):
 
     # -- upgrade ----------------------------------------------------------------
 
-    def upgrade(self, req: Request, headers: Mapping[str, str] | list[tuple[str, str]] | None
-                = None, data: T | None = None) -> bool:
+    def upgrade(self, req: Request, headers: HeaderItems | None = None,
+                data: T | None = None) -> bool:
         """Accept ``req`` as a WebSocket; call it from ``fetch`` and return None.
 
         Only records the decision: the 101 goes out when ``fetch`` returns,

@@ -1125,6 +1125,64 @@ def test_event_api_order_open_messages_close(make_server: Any) -> None:
     assert not recorder.threads[0].is_alive()
 
 
+def test_event_handler_attributes_as_in_the_browser(make_server: Any) -> None:
+    server = make_server(websocket=TWO_THEN_CLOSE)
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    events: list[tuple[Any, ...]] = []
+    closed = threading.Event()
+    ws.onopen = lambda event: events.append(("open",))
+    ws.onmessage = lambda event: events.append(("message", event.data))
+    ws.onerror = lambda event: events.append(("error", event.message))
+    ws.onclose = lambda event: (events.append(("close", event.code, event.reason)),
+                                closed.set())
+    assert closed.wait(wait(10))
+    assert events == [("open",), ("message", "one"), ("message", b"two"),
+                      ("close", 4002, "srv-bye")]
+    assert ws.onerror is not None and syncws.WebSocket.onmessage is not None
+
+
+def test_an_event_handler_attribute_keeps_its_place_among_the_listeners(
+        make_server: Any) -> None:
+    server = make_server(websocket={"message": lambda ws, m: ws.send(m)})
+    ws = syncws.WebSocket(f"ws://127.0.0.1:{server.port}/")
+    calls: list[str] = []
+    got = threading.Semaphore(0)
+
+    def first(event: syncws.MessageEvent) -> None:
+        calls.append(f"first {event.data}")
+
+    def last(event: syncws.MessageEvent) -> None:
+        calls.append(f"last {event.data}")
+        got.release()
+
+    ws.add_event_listener("message", first)
+    ws.onmessage = lambda event: calls.append(f"handler {event.data}")
+    ws.add_event_listener("message", last)
+    replacement = lambda event: calls.append(f"replaced {event.data}")  # noqa: E731
+    ws.onmessage = replacement  # same place, as the HTML spec says
+    assert ws.onmessage is replacement
+    opened = threading.Event()
+    ws.onopen = lambda event: opened.set()
+    assert opened.wait(wait(10))
+    ws.send("a")
+    assert got.acquire(timeout=wait(5))
+    ws.onmessage = None  # removed
+    assert ws.onmessage is None
+    ws.send("b")
+    assert got.acquire(timeout=wait(5))
+    ws.close()
+    assert calls == ["first a", "replaced a", "last a", "first b", "last b"]
+
+
+def test_a_misspelt_handler_attribute_is_an_error_not_ignored() -> None:
+    ws = syncws.WebSocket("ws://127.0.0.1:9/")  # (nothing listens: "error", then "close")
+    with pytest.raises(AttributeError, match="on_message"):
+        ws.on_message = print  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="onopen must be callable"):
+        ws.onopen = "hello"  # type: ignore[assignment]
+    ws.close()
+
+
 def test_event_api_send_headers_and_client_close(make_server: Any) -> None:
     seen: dict[str, Any] = {}
     server_closed = threading.Event()

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 SNIPPET = '''
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from typing_extensions import assert_type
@@ -53,6 +54,27 @@ assert_type(syncws.serve(websocket=Chat()), syncws.Server[User])
 with syncws.serve(fetch=fetch, websocket=Chat()) as server:
     assert_type(server, syncws.Server[User])
 mismatch = syncws.serve(fetch=fetch, websocket=Counter())  # the one error
+
+
+# Headers as any pairs, as Response takes them; counts are ints; Request says what it holds.
+def typed_fetch(req: syncws.Request, server: syncws.Server[User]) -> None:
+    server.upgrade(req, headers=(("X-Region", "eu"),), data=User("ada"))
+    assert_type((req.method, req.url, req.path, req.target), tuple[str, str, str, str])
+    assert_type((req.body, req.headers), tuple[bytes, syncws.Headers])
+    workers: int = server.stats()["workers"]
+    for _ in range(server.stats()["open_websockets"] + workers):
+        pass
+    assert_type(syncws.Response("").status, int)
+
+
+# The browser's handler attributes are typed by event.
+client = syncws.WebSocket("ws://localhost:3000")
+client.onmessage = lambda event: print(event.data)
+client.onclose = lambda event: print(event.code, event.reason, event.was_clean)
+
+
+def handler_of(ws: syncws.WebSocket) -> None:
+    assert_type(ws.onmessage, Callable[[syncws.MessageEvent], object] | None)
 '''
 
 
