@@ -858,6 +858,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[i]
 
 
+def _shares(r: LoadResult, duration: float) -> dict[str, float]:
+    """What every result shows: each side's CPU in cores over the window, and the errors."""
+    return {
+        "server cpu": r.server_cpu / duration,
+        "load cpu": r.load_cpu / duration,
+        "other cpu": r.other_cpu / duration,
+        "errors": sum(x["errors"] for x in r.results),
+    }
+
+
 def echo(host: str, port: int, *, server_pid: int, connections: int, in_flight: int,
          size: int, duration: float, procs: int) -> dict[str, float]:
     specs = [Spec("echo", host, port, "/echo", n, size=size, in_flight=in_flight, slot=i)
@@ -869,10 +879,7 @@ def echo(host: str, port: int, *, server_pid: int, connections: int, in_flight: 
         "msg/s": received / duration,
         "p50 ms": percentile(rtts, 50) / 1e6,
         "p99 ms": percentile(rtts, 99) / 1e6,
-        "server cpu": r.server_cpu / duration,
-        "load cpu": r.load_cpu / duration,
-        "other cpu": r.other_cpu / duration,
-        "errors": sum(x["errors"] for x in r.results),
+        **_shares(r, duration),
     }
 
 
@@ -897,10 +904,7 @@ def fanout(host: str, port: int, *, server_pid: int, subscribers: int, size: int
         "publishes/s": len(times) / duration,
         "all p50 ms": percentile(times, 50),
         "all p99 ms": percentile(times, 99),
-        "server cpu": r.server_cpu / duration,
-        "load cpu": r.load_cpu / duration,
-        "other cpu": r.other_cpu / duration,
-        "errors": sum(x["errors"] for x in r.results),
+        **_shares(r, duration),
     }
 
 
@@ -914,10 +918,7 @@ def churn(host: str, port: int, *, server_pid: int, in_flight: int, duration: fl
         "conn/s": sum(x["completed"] for x in r.results) / duration,
         "handshake p50 ms": percentile(handshakes, 50) / 1e6,
         "handshake p99 ms": percentile(handshakes, 99) / 1e6,
-        "server cpu": r.server_cpu / duration,
-        "load cpu": r.load_cpu / duration,
-        "other cpu": r.other_cpu / duration,
-        "errors": sum(x["errors"] for x in r.results),
+        **_shares(r, duration),
     }
 
 
