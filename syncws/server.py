@@ -175,7 +175,8 @@ class Server(Generic[T]):
                 raise
             # The bare error does not say which address: the port came from config.
             hint = " (is another server running on it?)" if exc.errno == errno.EADDRINUSE else ""
-            raise type(exc)(exc.errno, f"{exc.strerror}: cannot listen on {hostname}:{port}"
+            host = f"[{hostname}]" if ":" in hostname else hostname
+            raise type(exc)(exc.errno, f"{exc.strerror}: cannot listen on {host}:{port}"
                                        f"{hint}") from None
         except BaseException:
             sock.close()
