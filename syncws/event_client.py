@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, overload
 
 from . import _frames
 from ._client_handshake import (
@@ -332,6 +332,17 @@ class WebSocket:
             listeners = self._listeners.get(type)
             if listeners is not None and listener in listeners:
                 listeners.remove(listener)
+
+    if not TYPE_CHECKING:  # (a type checker already refuses unknown attributes)
+        def __setattr__(self, name, value):
+            try:
+                object.__setattr__(self, name, value)
+            except AttributeError:
+                hint = ""
+                if name.startswith("on_") and name[3:] in _EVENT_TYPES:
+                    hint = f": did you mean 'on{name[3:]}'?"
+                raise AttributeError(
+                    f"'WebSocket' object has no attribute {name!r}{hint}") from None
 
     def _set_handler(self, type: EventType, handler: Listener | None) -> None:
         if handler is not None and not callable(handler):

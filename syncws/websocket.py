@@ -55,6 +55,17 @@ class ServerWebSocket(Generic[T]):
         self._server = server
         self.data: T = data
 
+    if not TYPE_CHECKING:  # (a type checker already refuses unknown attributes)
+        def __setattr__(self, name, value):
+            try:
+                object.__setattr__(self, name, value)
+            except AttributeError:
+                # ws.user = ... is how other libraries keep per-connection state.
+                raise AttributeError(
+                    f"'ServerWebSocket' object has no attribute {name!r}: keep per-connection "
+                    f"state in ws.data (server.upgrade(req, data={{...}}), then "
+                    f"ws.data[{name!r}] = ...)") from None
+
     # -- sending ------------------------------------------------------------
 
     def send(self, message: str | bytes | bytearray | memoryview, compress: bool = False) -> int:

@@ -1176,7 +1176,7 @@ def test_an_event_handler_attribute_keeps_its_place_among_the_listeners(
 
 def test_a_misspelt_handler_attribute_is_an_error_not_ignored() -> None:
     ws = syncws.WebSocket("ws://127.0.0.1:9/")  # (nothing listens: "error", then "close")
-    with pytest.raises(AttributeError, match="on_message"):
+    with pytest.raises(AttributeError, match="'on_message': did you mean 'onmessage'"):
         ws.on_message = print  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="onopen must be callable"):
         ws.onopen = "hello"  # type: ignore[assignment]

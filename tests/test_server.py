@@ -1025,6 +1025,22 @@ def test_request_ip_and_remote_address(make_server: Any) -> None:
     assert seen[0].address == "127.0.0.1" and seen[0].family == "IPv4"
 
 
+def test_state_set_on_ws_itself_gets_an_error_that_points_at_ws_data(make_server: Any) -> None:
+    errors: list[BaseException] = []
+
+    def on_open(ws: syncws.ServerWebSocket[Any]) -> None:
+        ws.username = "ada"  # type: ignore[attr-defined]  # as other libraries allow
+
+    server = make_server(echo_fetch, {"open": on_open, "message": lambda ws, m: None,
+                                      "error": lambda ws, exc: errors.append(exc)})
+    with connect(f"ws://127.0.0.1:{server.port}/") as client, pytest.raises(PeerClosed) as info:
+        client.recv(timeout=wait(5))
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+    (error,) = errors
+    assert isinstance(error, AttributeError)
+    assert "'username'" in str(error) and "keep per-connection state in ws.data" in str(error)
+
+
 def test_request_headers_keep_the_clients_spelling_and_match_any_case(make_server: Any) -> None:
     seen: list[syncws.Request] = []
 
