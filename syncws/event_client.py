@@ -59,6 +59,7 @@ _client_ids = itertools.count(1)
 
 EventType = Literal["open", "message", "close", "error"]
 _EVENT_TYPES: tuple[str, ...] = ("open", "message", "close", "error")
+_HANDLER_NAMES = frozenset("on" + t for t in _EVENT_TYPES)
 
 # How long after the constructor, or after a type's first listener, an event
 # held for a type nobody listens to yet holds back the events after it (see
@@ -160,7 +161,8 @@ class WebSocket:
 
     ``ws.onmessage = fn`` (and ``onopen``, ``onclose``, ``onerror``) works as
     in the browser: one more listener, replaced in place when set again,
-    removed by None.
+    removed by None. Another spelling of these (``on_message``, ``onMessage``)
+    raises ``AttributeError`` rather than be silently ignored.
 
     As in Bun, there are also ``ping``/``pong`` (control frames) and
     ``terminate`` (drop the connection: "close" 1006, not clean, no "error").
@@ -169,14 +171,6 @@ class WebSocket:
     ``ping`` and ``pong`` block only while the kernel's send buffer is full;
     ``close`` and ``terminate`` never block.
     """
-
-    # Slots: a misspelt attribute (``ws.on_message = ...``) is an error, not ignored.
-    __slots__ = ("__weakref__", "_cancel", "_close_while_connecting", "_closer", "_conn",
-                 "_connect_error", "_connected", "_dispatching", "_dropping_logged",
-                 "_handler_callers", "_handler_lock", "_handlers", "_headers", "_held",
-                 "_held_message_bytes", "_held_messages", "_hold_until", "_inbox", "_listened",
-                 "_listeners", "_lock", "_max_payload_length", "_protocols", "_seen", "_ssl",
-                 "_state", "_thread", "_thread_name", "url")
 
     CONNECTING: Final = ReadyState.CONNECTING
     OPEN: Final = ReadyState.OPEN
@@ -335,14 +329,14 @@ class WebSocket:
 
     if not TYPE_CHECKING:  # (a type checker already refuses unknown attributes)
         def __setattr__(self, name, value):
-            try:
-                object.__setattr__(self, name, value)
-            except AttributeError:
-                hint = ""
-                if name.startswith("on_") and name[3:] in _EVENT_TYPES:
-                    hint = f": did you mean 'on{name[3:]}'?"
+            # Your own attributes are fine; a handler name that is not one of
+            # the four (on_message, onMessage: websocket-client's, JS's) would
+            # be silently ignored, so it is an error.
+            guess = "on" + name[2:].lstrip("_").lower() if name[:2].lower() == "on" else ""
+            if guess in _HANDLER_NAMES and name != guess:
                 raise AttributeError(
-                    f"'WebSocket' object has no attribute {name!r}{hint}") from None
+                    f"'WebSocket' has no attribute {name!r}: did you mean {guess!r}?")
+            object.__setattr__(self, name, value)
 
     def _set_handler(self, type: EventType, handler: Listener | None) -> None:
         if handler is not None and not callable(handler):

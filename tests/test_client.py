@@ -1176,10 +1176,15 @@ def test_an_event_handler_attribute_keeps_its_place_among_the_listeners(
 
 def test_a_misspelt_handler_attribute_is_an_error_not_ignored() -> None:
     ws = syncws.WebSocket("ws://127.0.0.1:9/")  # (nothing listens: "error", then "close")
+    # websocket-client's spelling, and JavaScript's camel case.
     with pytest.raises(AttributeError, match="'on_message': did you mean 'onmessage'"):
         ws.on_message = print  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="'onClose': did you mean 'onclose'"):
+        ws.onClose = print  # type: ignore[attr-defined]
     with pytest.raises(TypeError, match="onopen must be callable"):
         ws.onopen = "hello"  # type: ignore[assignment]
+    ws.online = True  # type: ignore[attr-defined]  # an attribute of one's own is fine
+    assert ws.online  # type: ignore[attr-defined]
     ws.close()
 
 
