@@ -111,7 +111,8 @@ class _EventHandler(Generic[E]):
 
     Setting one adds a listener for its type (as ``add_event_listener``, held
     events included); setting another function replaces it in that place,
-    and None removes it. Reading it gives the function, or None.
+    and None removes it. Reading it gives the function, or None. Thread-safe;
+    never blocks.
     """
 
     def __init__(self, type: EventType) -> None:
