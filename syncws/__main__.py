@@ -42,16 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         args.max_payload_length = 16 * 1024 * 1024
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheme = "http" if args.mode == "demo" else "ws"  # (the demo serves its page too)
     try:
-        if args.mode == "demo":
-            return _demo(args)
-        return _echo_server(args)
+        server = _start_demo(args) if args.mode == "demo" else _start_echo(args)
     except OSError as exc:  # the port in use, say: one line, not a traceback
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    print(f"Listening on {scheme}://{args.hostname}:{server.port}", flush=True)
+    server.serve_forever()
+    return 0
 
 
-def _echo_server(args: argparse.Namespace) -> int:
-    server: Server[None] = serve(
+def _start_echo(args: argparse.Namespace) -> Server[None]:
+    return serve(
         websocket={
             "message": _echo,
             "drain": _resume,
@@ -64,18 +66,12 @@ def _echo_server(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
     )
-    print(f"Listening on ws://{args.hostname}:{server.port}", flush=True)
-    server.serve_forever()
-    return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _start_demo(args: argparse.Namespace) -> Server[str]:
     from ._demo import serve_demo
 
-    demo = serve_demo(args.hostname, args.port, workers=args.workers)
-    print(f"Listening on http://{args.hostname}:{demo.port}", flush=True)
-    demo.serve_forever()
-    return 0
+    return serve_demo(args.hostname, args.port, workers=args.workers)
 
 
 if __name__ == "__main__":

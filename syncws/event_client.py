@@ -209,10 +209,10 @@ class WebSocket:
         self._listened = threading.Condition(self._lock)
         self._listeners: dict[str, list[Listener]] = {t: [] for t in _EVENT_TYPES}
         self._seen: set[str] = set()  # the types that ever had a listener
-        # ws.onmessage and kin: the function set, and the listener that calls it.
+        # ws.onmessage and kin: the function set, and the listener that calls it
+        # (made on first use: a client that never sets one holds no cycle).
         self._handlers: dict[str, Listener] = {}
-        self._handler_callers: dict[str, Listener] = {
-            t: partial(self._call_handler, t) for t in _EVENT_TYPES}
+        self._handler_callers: dict[str, Listener] = {}
         self._handler_lock = threading.Lock()  # one setter at a time: add, then remove
         # Undelivered events in the order they happened: those of a type not
         # in _seen, and those held back behind them (see the class docstring).
@@ -351,7 +351,9 @@ class WebSocket:
             else:
                 self._handlers[type] = handler
                 if not had:
-                    self.add_event_listener(type, self._handler_callers[type])
+                    caller = self._handler_callers.setdefault(
+                        type, partial(self._call_handler, type))
+                    self.add_event_listener(type, caller)
 
     def _call_handler(self, type: str, event: Event) -> None:
         handler = self._handlers.get(type)
